@@ -1,0 +1,35 @@
+# Every target sets up what it needs: a fresh clone only needs Python 3.11 and `make`.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+# The user-supplied offline copy of MNIST (see ../shared/data/mnist/README.md) when present;
+# otherwise data/mnist, where the loader downloads the files with MD5 checks.
+DATA    ?= $(if $(wildcard ../shared/data/mnist/train-labels-idx1-ubyte*),../shared/data/mnist,data/mnist)
+ARGS    ?=
+
+.PHONY: setup compare train study ui test lint bench clean-store
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -qq --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+compare: $(STAMP)
+	$(PY) -m src.train +experiment=compare data.root=$(DATA) $(ARGS)
+
+train: $(STAMP)
+	$(PY) -m src.train data.root=$(DATA) $(ARGS)
+
+study: $(STAMP)
+	$(PY) -m pipelines.study data.root=$(DATA) $(ARGS)
+
+ui: $(STAMP)
+	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run data.root=$(DATA) $(ARGS)

@@ -1,0 +1,171 @@
+"""A comparison: every arm × seed trained in parallel processes, then one report.
+
+Reached from `python -m src.train +experiment=compare` through `pipeline:` in the config.
+MLflow gets one parent run (report, per-arm summaries) with one nested child per arm × seed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from pipelines.report import RunResult, write_report
+from src.config import CompareConfig, Config, OptimizerConfig, arm_optimizer, to_config
+from src.run import make_datamodule
+from src.tracking import (
+    flatten,
+    log_metric_batch,
+    log_params,
+    open_store,
+    resolve_uri,
+    run_lifecycle,
+    sigterm_as_interrupt,
+    start_run,
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    arm: str
+    seed: int
+    config: Config
+
+
+def arm_label(base: OptimizerConfig, optimizer: OptimizerConfig) -> str:
+    """β always, then whatever else the arm changes (α, ε, ...), e.g. `β=(0.1, 0.1), α=0.01`."""
+    parts = [f"β=({optimizer.betas[0]:g}, {optimizer.betas[1]:g})"]
+    for name, symbol in (("lr", "α"), ("eps", "ε"), ("weight_decay", "wd"),
+                         ("eps_mode", "eps_mode"), ("bias_correction", "bias_correction")):
+        value = getattr(optimizer, name)
+        if value != getattr(base, name):
+            parts.append(f"{symbol}={value:g}" if isinstance(value, float) else
+                         f"{symbol}={value}")
+    return ", ".join(parts)
+
+
+def plan(config: Config) -> list[Job]:
+    compare = config.compare
+    assert compare is not None
+    return [Job(arm.name, seed, replace(config, seed=seed, compare=None, pipeline=None,
+                                        optimizer=arm_optimizer(config.optimizer, arm)))
+            for arm in compare.arms for seed in compare.seeds]
+
+
+def _worker_init() -> None:
+    # Parallelism is across processes: a second torch thread per run only adds contention.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _train_job(job: Job, parent_run_id: str) -> RunResult:
+    from src.model import NonFiniteLoss
+    from src.run import train
+
+    with sigterm_as_interrupt():
+        try:
+            outcome = train(job.config, parent_run_id=parent_run_id,
+                            run_name=f"{job.arm}/seed={job.seed}",
+                            tags={"arm": job.arm, "seed": str(job.seed)})
+        except NonFiniteLoss as err:
+            # Divergence is a finding about the arm, not a crash of the comparison.
+            return RunResult(arm=job.arm, seed=job.seed, history={}, final={},
+                             status=f"FAILED: {err}")
+    return RunResult(arm=job.arm, seed=job.seed, history=outcome.history, final=outcome.final)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes that are stopped (SIGTERM → their runs end KILLED) if we are."""
+    # forkserver: workers fork from a clean server that has imported the training stack
+    # once, instead of from this process (whose threads make fork unsafe) or from scratch.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["src.run", "src.model"])
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                   initializer=_worker_init)
+    try:
+        yield executor
+    except BaseException:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+
+
+def run_jobs(jobs: list[Job], workers: int, parent_run_id: str) -> list[RunResult]:
+    results: list[RunResult] = []
+    with _pool(workers) as executor:
+        futures: dict[Future[RunResult], Job] = {
+            executor.submit(_train_job, job, parent_run_id): job for job in jobs}
+        for done, future in enumerate(as_completed(futures), start=1):
+            job = futures[future]
+            result = future.result()
+            results.append(result)
+            acc = result.final.get("test/acc")
+            shown = f"test/acc={acc:.4f}" if acc is not None else result.status
+            print(f"[{done}/{len(jobs)}] {job.arm} seed={job.seed}: {shown}", flush=True)
+    return sorted(results, key=lambda r: ([j.arm for j in jobs].index(r.arm), r.seed))
+
+
+def log_report(client: MlflowClient, run_id: str, results: list[RunResult],
+               compare: CompareConfig, labels: dict[str, str]) -> tuple[str | None, str]:
+    arms = [arm.name for arm in compare.arms]
+    contrast = tuple(compare.contrast) if compare.contrast else tuple(arms[:2])
+    with tempfile.TemporaryDirectory() as tmp:
+        report = write_report(results, arms, Path(tmp), labels=labels,
+                              compare=contrast if len(contrast) == 2 else None,
+                              metric=compare.metric)
+        client.log_artifacts(run_id, tmp, "report")
+    log_metric_batch(client, run_id, report.summary, step=0, timestamp_ms=_now_ms())
+    where = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/report"
+    return report.verdict, where.removeprefix("file://")
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def main(cfg: DictConfig) -> float | None:
+    config = to_config(cfg)
+    compare = config.compare
+    if compare is None:
+        raise SystemExit("pipelines.compare needs a `compare:` section (+experiment=compare)")
+    jobs = plan(config)
+    workers = min(compare.workers or os.cpu_count() or 1, len(jobs))
+    make_datamodule(config)  # a bad data.root fails here, before any MLflow run exists
+    client = open_store(resolve_uri(config.tracking.uri))
+    labels = {arm.name: arm_label(config.optimizer, arm_optimizer(config.optimizer, arm))
+              for arm in compare.arms}
+    parent = start_run(client, config.tracking.experiment, config.tracking.run_name or "compare",
+                       tags={"pipeline": "compare"})
+    print(f"compare: {len(compare.arms)} arms × {len(compare.seeds)} seeds = {len(jobs)} runs, "
+          f"{workers} worker processes; MLflow parent run {parent}", flush=True)
+    with sigterm_as_interrupt(), run_lifecycle(client, parent):
+        resolved: Any = OmegaConf.to_container(cfg, resolve=True)
+        log_params(client, parent, flatten(resolved))
+        client.log_text(parent, OmegaConf.to_yaml(cfg), "config.yaml")
+        results = run_jobs(jobs, workers, parent)
+        verdict, where = log_report(client, parent, results, compare, labels)
+    failed = [r for r in results if r.status != "FINISHED"]
+    for r in failed:
+        print(f"warning: {r.arm} seed={r.seed} did not finish: {r.status}", flush=True)
+    print(f"report: {where}", flush=True)
+    if verdict:
+        print(f"verdict: {verdict}", flush=True)
+    return None
+
+
+__all__ = ["Job", "arm_label", "main", "plan", "run_jobs"]

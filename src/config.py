@@ -1,0 +1,194 @@
+"""The typed configuration schema: what a run (or a pipeline of runs) is told to do.
+
+Hydra composes `conf/` onto these dataclasses (registered below as `config_schema`), so an
+unknown key or a wrong type fails while composing, before anything is trained. Range checks
+live in `__post_init__`, which runs when `to_config` turns the composed DictConfig into
+objects — still at start-up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be trained with; the message is one line for the user."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"  # a key of src.data.DATASETS
+    root: str = "data/mnist"  # relative paths are taken from the project root
+    download: bool = True
+    val_size: int = 5000  # carved from the 60k training images with a seeded permutation
+    batch_size: int = 32
+    eval_batch_size: int = 1000
+    limit_train: int | None = None  # keep only this many training images (tests, smoke runs)
+
+    def __post_init__(self) -> None:
+        from src.data import DATASETS  # lazy: the data module pulls in torch
+
+        _require(self.name in DATASETS, f"data.name={self.name!r}: expected one of "
+                 f"{sorted(DATASETS)}")
+        _require(self.val_size > 0, f"data.val_size={self.val_size}: must be > 0")
+        _require(self.batch_size > 0, f"data.batch_size={self.batch_size}: must be > 0")
+        _require(self.eval_batch_size > 0,
+                 f"data.eval_batch_size={self.eval_batch_size}: must be > 0")
+        _require(self.limit_train is None or self.limit_train > 0,
+                 f"data.limit_train={self.limit_train}: must be > 0 or null")
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = field(default_factory=lambda: [128])
+    dropout: float = 0.2
+    num_classes: int = 10
+    init: str = "keras"  # Glorot-uniform weights, zero biases (Keras Dense); or "torch"
+
+    def __post_init__(self) -> None:
+        _require(self.init in ("keras", "torch"),
+                 f"model.init={self.init!r}: expected 'keras' or 'torch'")
+        _require(all(h > 0 for h in self.hidden), f"model.hidden={self.hidden}: sizes must be > 0")
+        _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout}: must be in [0, 1)")
+
+
+@dataclass
+class OptimizerConfig:
+    """Arguments of src.optim.Adam; names follow torch.optim.Adam."""
+
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-7
+    weight_decay: float = 0.0
+    # The blog trains with Keras, which adds ε to √v_t rather than to √v̂_t; "paper" is
+    # Algorithm 1 (and torch.optim.Adam).
+    eps_mode: str = "keras"
+    bias_correction: bool = True
+
+    def __post_init__(self) -> None:
+        _require(_finite(self.lr) and self.lr > 0, f"optimizer.lr={self.lr}: must be a number > 0")
+        _require(len(self.betas) == 2,
+                 f"optimizer.betas={list(self.betas)}: expected two values [beta1, beta2]")
+        for i, beta in enumerate(self.betas):
+            _require(_finite(beta) and 0.0 <= beta < 1.0,
+                     f"optimizer.betas[{i}]={beta}: beta{i + 1} must be in [0, 1)")
+        _require(_finite(self.eps) and self.eps >= 0, f"optimizer.eps={self.eps}: must be >= 0")
+        _require(_finite(self.weight_decay) and self.weight_decay >= 0,
+                 f"optimizer.weight_decay={self.weight_decay}: must be >= 0")
+        _require(self.eps_mode in ("paper", "keras"),
+                 f"optimizer.eps_mode={self.eps_mode!r}: expected 'paper' or 'keras'")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 5
+    accelerator: str = "cpu"
+    # One torch thread per process: on small models the second thread costs more in
+    # synchronisation than it gives, and parallelism belongs across runs (processes).
+    num_threads: int = 1
+    deterministic: bool = True
+    progress_bar: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.max_epochs >= 1, f"trainer.max_epochs={self.max_epochs}: must be >= 1")
+        _require(self.num_threads >= 1, f"trainer.num_threads={self.num_threads}: must be >= 1")
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db
+    experiment: str = "mnist-adam"
+    run_name: str | None = None
+
+
+@dataclass
+class ArmConfig:
+    """One arm of a comparison: a name and overrides of the optimizer section."""
+
+    name: str = "???"
+    optimizer: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CompareConfig:
+    arms: list[ArmConfig] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    workers: int | None = None  # None: one process per CPU core
+    # The pair tested against each other in the report (names of arms); empty: first two.
+    contrast: list[str] = field(default_factory=list)
+    metric: str = "test/acc"
+
+    def __post_init__(self) -> None:
+        _require(len(self.seeds) > 0, "compare.seeds is empty: give at least one seed")
+        _require(len(set(self.seeds)) == len(self.seeds),
+                 f"compare.seeds={list(self.seeds)}: seeds repeat")
+        _require(len(self.arms) > 0, "compare.arms is empty: give at least one arm")
+        names = [arm.name for arm in self.arms]
+        _require(len(set(names)) == len(names), f"compare.arms: arm names repeat: {names}")
+        _require(self.workers is None or self.workers >= 1,
+                 f"compare.workers={self.workers}: must be >= 1")
+        valid_contrast = len(self.contrast) == 2 and set(self.contrast) <= set(names)
+        _require(not self.contrast or valid_contrast,
+                 f"compare.contrast={list(self.contrast)}: expected two arm names of {names}")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 0
+    # Dotted path of a callable taking the composed DictConfig: set by experiments that run
+    # many trainings (e.g. pipelines.compare.main), so this package never imports pipelines.
+    pipeline: str | None = None
+    compare: CompareConfig | None = None
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Validate a composed config and return it as typed objects (raises ConfigError)."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        # OmegaConf reports multi-line diagnostics; the first line names key and problem.
+        raise ConfigError(str(err).splitlines()[0]) from err
+    if not isinstance(config, Config):
+        raise ConfigError(f"the composed config is a {type(config).__name__}, not a Config")
+    if config.compare is not None:
+        for arm in config.compare.arms:
+            arm_optimizer(config.optimizer, arm)  # fail at start-up, not in a worker
+    return config
+
+
+def arm_optimizer(base: OptimizerConfig, arm: ArmConfig) -> OptimizerConfig:
+    """The optimizer settings of one comparison arm: the base section with the arm's overrides."""
+    merged = OmegaConf.merge(OmegaConf.structured(base), {})
+    try:
+        merged = OmegaConf.merge(merged, arm.optimizer)
+        optimizer = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"compare arm {arm.name!r}: {str(err).splitlines()[0]}") from err
+    except ConfigError as err:
+        raise ConfigError(f"compare arm {arm.name!r}: {err}") from err
+    assert isinstance(optimizer, OptimizerConfig)
+    return optimizer

@@ -1,0 +1,121 @@
+"""One training run: config → data → model with src.optim.Adam → Lightning → one MLflow run.
+
+Pipelines (comparisons, studies) call `train` once per run, in their own processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from src.config import Config
+from src.data import MNISTDataModule
+from src.model import Classifier, build_mlp
+from src.tracking import (
+    EpochLogger,
+    flatten,
+    log_params,
+    open_store,
+    resolve_uri,
+    run_lifecycle,
+    set_tags,
+    start_run,
+)
+
+# Lightning's start-up banners (accelerators, a product tip) are info-level noise in every
+# run, and ten times over in a comparison; warnings stay visible.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    history: dict[str, list[float]]  # per-epoch series, e.g. "train/loss", "val/acc"
+    final: dict[str, float]  # last validation metrics and the test metrics
+    seconds: float
+    startup_seconds: float = 0.0  # from `train` being called to the first epoch starting
+
+
+class _EpochClock(pl.Callback):
+    """Marks when training proper starts, to split a run's wall time into start-up and training."""
+
+    def __init__(self) -> None:
+        self.first_epoch_at: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.first_epoch_at is None:
+            self.first_epoch_at = time.perf_counter()
+
+
+def make_datamodule(config: Config) -> MNISTDataModule:
+    d = config.data
+    datamodule = MNISTDataModule(
+        root=Path(d.root).expanduser(), dataset=d.name, batch_size=d.batch_size,
+        eval_batch_size=d.eval_batch_size, val_size=d.val_size, seed=config.seed,
+        download=d.download, limit_train=d.limit_train)
+    datamodule.setup()  # fail on bad data before any MLflow run exists
+    return datamodule
+
+
+def train(config: Config, *, client: MlflowClient | None = None,
+          parent_run_id: str | None = None, run_name: str | None = None,
+          tags: Mapping[str, str] | None = None,
+          callbacks: Sequence[pl.Callback] = ()) -> RunOutcome:
+    started = time.perf_counter()
+    torch.set_num_threads(config.trainer.num_threads)
+    datamodule = make_datamodule(config)
+    client = client or open_store(resolve_uri(config.tracking.uri))
+    run_id = start_run(client, config.tracking.experiment, run_name or config.tracking.run_name,
+                       parent_run_id=parent_run_id, tags=tags)
+    with run_lifecycle(client, run_id):
+        resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+        assert isinstance(resolved, dict)
+        log_params(client, run_id, flatten(resolved))
+        # Which bytes were trained on: runs on different data must look different.
+        set_tags(client, run_id, {f"data.md5.{Path(p).name}": md5
+                                  for p, md5 in datamodule.arrays.md5.items()})
+        client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(config)), "config.yaml")
+
+        pl.seed_everything(config.seed, workers=False, verbose=False)
+        m = config.model
+        net = build_mlp(datamodule.num_features, m.hidden, m.num_classes, m.dropout, m.init)
+        model = Classifier(net, config.optimizer, m.num_classes)
+        logger = EpochLogger(client, run_id)
+        clock = _EpochClock()
+        trainer = pl.Trainer(
+            max_epochs=config.trainer.max_epochs,
+            accelerator=config.trainer.accelerator,
+            devices=1,
+            logger=logger,
+            callbacks=[clock, *callbacks],
+            deterministic=config.trainer.deterministic,
+            enable_checkpointing=False,
+            enable_progress_bar=config.trainer.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(model, datamodule=datamodule)
+        trainer.test(model, datamodule=datamodule, verbose=False)
+    final = {k: v[-1] for k, v in logger.history.items() if k.startswith(("val/", "test/"))}
+    first_epoch = clock.first_epoch_at or started
+    return RunOutcome(run_id=run_id, history={k: list(v) for k, v in logger.history.items()
+                                              if not k.startswith("test/")},
+                      final=final, seconds=time.perf_counter() - started,
+                      startup_seconds=first_epoch - started)
+
+
+def describe(config: Config) -> str:
+    o = config.optimizer
+    return (f"lr={o.lr:g} betas=({o.betas[0]:g}, {o.betas[1]:g}) eps={o.eps:g} "
+            f"eps_mode={o.eps_mode} seed={config.seed}")
+

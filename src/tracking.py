@@ -1,0 +1,246 @@
+"""The MLflow side of a run: where the store lives, a run's lifecycle, what gets recorded.
+
+The default store is SQLite under `mlruns/` (MLflow 3.14+ refuses the old `./mlruns` file
+store) with artifacts beside it; `MLFLOW_TRACKING_URI` or `tracking.uri` points elsewhere,
+e.g. at a tracking server when many machines write at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+STORE_DIR = PROJECT_ROOT / "mlruns"
+DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR / 'mlflow.db'}"
+
+# userinfo of a URL (scheme://user:password@host): the password part is masked.
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@\s/]*(?=@)")
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line for the user."""
+
+
+def mask_secrets(text: str) -> str:
+    """Replace URL passwords by *** so a storage URL can be printed or logged."""
+    return _PASSWORD_IN_URL.sub(r"\g<head>***", text)
+
+
+def resolve_uri(configured: str | None) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on a usable store: for SQLite, the folder exists and the file is in WAL mode.
+
+    WAL lets the parallel workers of a comparison or study append runs while others read;
+    with MLflow's own busy timeout (20 s) they queue instead of failing with "database is
+    locked". The journal mode is a property of the file, so it is set once at creation.
+    """
+    path = _sqlite_path(uri)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(path, timeout=30) as db:
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as err:
+            raise TrackingError(f"cannot open the MLflow store {path}: {err}") from err
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # connects (and migrates a new database)
+    except Exception as err:  # MLflow raises many types here; all mean "unusable store"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(f"cannot open the MLflow store {mask_secrets(uri)}: "
+                            f"{mask_secrets(first)}") from err
+    return client
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment `name`, created with its artifacts under mlruns/ if new."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            client.restore_experiment(existing.experiment_id)
+        return existing.experiment_id
+    artifact_location = None
+    if _sqlite_path(client.tracking_uri) is not None:
+        artifact_location = (STORE_DIR / "artifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:
+        # Another worker created it between our lookup and create.
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → flat `a.b.c` params; list items get their index (`optimizer.betas.0`)."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple) and not any(isinstance(v, Mapping) for v in value):
+            flat[name] = str(list(value))
+            for i, item in enumerate(value):
+                flat[f"{name}.{i}"] = str(item)
+        else:
+            flat[name] = mask_secrets(str(value))
+    return flat
+
+
+def environment_tags() -> dict[str, str]:
+    import mlflow
+    import pytorch_lightning
+    import torch
+
+    tags = {
+        "torch_version": torch.__version__,
+        "lightning_version": pytorch_lightning.__version__,
+        "mlflow_version": mlflow.__version__,
+        "python_version": sys.version.split()[0],
+    }
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, text=True,
+                                capture_output=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, text=True, capture_output=True, timeout=5,
+                               check=True).stdout.strip()
+        tags[MLFLOW_GIT_COMMIT] = commit
+        tags["git_dirty"] = str(bool(dirty)).lower()
+    except (OSError, subprocess.SubprocessError):
+        tags["git_dirty"] = "unknown"  # not a git checkout (e.g. an installed wheel)
+    return tags
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every layer unwinds and records KILLED."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (a scheduler's or `kill`'s stop) into an exception for the duration."""
+
+    def _raise(signum: int, frame: object) -> None:
+        raise Interrupted(f"received signal {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread: leave signals to whoever owns them
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def run_lifecycle(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Whatever happens inside, the run ends FINISHED, FAILED or KILLED — never RUNNING."""
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted):
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except SystemExit as exit_:
+        # Lightning answers Ctrl-C with sys.exit(1) after its own clean-up.
+        client.set_terminated(run_id, "FINISHED" if exit_.code in (0, None) else "KILLED")
+        raise
+    except BaseException as err:
+        client.set_tag(run_id, "failure", mask_secrets(f"{type(err).__name__}: {err}")[:4000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+    else:
+        client.set_terminated(run_id, "FINISHED")
+
+
+def start_run(client: MlflowClient, experiment: str, name: str | None,
+              parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+    all_tags = {**environment_tags(), **(tags or {})}
+    if name:
+        all_tags[MLFLOW_RUN_NAME] = name
+    if parent_run_id:
+        # MLflow's native nesting: the UI folds children under this parent.
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    run = client.create_run(experiment_id(client, experiment), tags=all_tags, run_name=name)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metric_batch(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
+                     step: int, timestamp_ms: int) -> None:
+    client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp_ms, step)
+                                      for k, v in metrics.items()])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, mask_secrets(str(v))) for k, v in tags.items()])
+
+
+class EpochLogger(Logger):
+    """Lightning → MLflow, one batch write per flush, with the epoch (1-based) as MLflow step.
+
+    Lightning's MLFlowLogger steps by optimizer step and ends the run itself (FAILED on
+    Ctrl-C); here curves are per epoch and `run_lifecycle` owns the final status. The
+    history is kept in memory too, so a pipeline gets it back without querying the store.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        super().__init__()
+        self._client = client
+        self._run_id = run_id
+        self.history: dict[str, list[float]] = {}
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self._run_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> MlflowClient:
+        return self._client
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the resolved config is logged once by the run, flattened
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        epoch = int(metrics.get("epoch", 0)) + 1
+        values = {k: float(v) for k, v in metrics.items() if k != "epoch"}
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+        log_metric_batch(self._client, self._run_id, values, step=epoch,
+                         timestamp_ms=int(time.time() * 1000))

@@ -1,0 +1,34 @@
+"""`python -m src.train [overrides]`: one training run, or the pipeline an experiment names.
+
+    python -m src.train optimizer.betas=[0.1,0.1] seed=3
+    python -m src.train +experiment=compare          # many runs + a report (pipelines/)
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from src import config as schema
+from src.cli import user_errors
+from src.run import describe, train
+
+schema.register()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        config = schema.to_config(cfg)
+        if config.pipeline:
+            # Multi-run experiments live in pipelines/; reached by name, never imported here.
+            return hydra.utils.get_method(config.pipeline)(cfg)
+        print(f"training: {describe(config)}, {config.trainer.max_epochs} epochs", flush=True)
+        outcome = train(config)
+        print(f"run {outcome.run_id}: " + ", ".join(
+            f"{k}={v:.4f}" for k, v in sorted(outcome.final.items())), flush=True)
+        return outcome.final.get("val/acc")
+
+
+if __name__ == "__main__":
+    main()
