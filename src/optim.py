@@ -19,7 +19,7 @@ Where ε goes is the one thing the popular implementations disagree on:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Any
 
@@ -53,8 +53,10 @@ def _validate_hyperparameters(group: dict[str, Any]) -> None:
         raise ValueError(f"Invalid learning rate (lr): {lr!r} — must be a number >= 0")
     if not _is_number(eps) or not eps >= 0.0:
         raise ValueError(f"Invalid epsilon (eps): {eps!r} — must be a number >= 0")
+    # Any sequence, so an OmegaConf ListConfig straight from a Hydra config works.
     if (
-        not isinstance(betas, (tuple, list))
+        not isinstance(betas, Sequence)
+        or isinstance(betas, str)
         or len(betas) != 2
         or not all(_is_number(b) for b in betas)
     ):
@@ -88,8 +90,8 @@ def _adam(
 ) -> None:
     """One iteration of Algorithm 1's loop body for same-device, same-dtype tensors.
 
-    Every line is a multi-tensor (``torch._foreach_*``) op, so the Python cost is
-    per group, not per parameter, and every state tensor is updated in place.
+    All tensor work is multi-tensor (``torch._foreach_*``) ops, so the kernel-launch
+    cost is per bucket rather than per parameter, and θ, m and v are updated in place.
     """
     # t ← t + 1
     torch._foreach_add_(steps, _ONE, alpha=1.0)
@@ -111,7 +113,8 @@ def _adam(
     # tensor (cheap Python floats from t), using the identity
     #     α·m̂_t/(√v̂_t + ε) = α_t·m_t/(√v_t + ε̂),  α_t = α·√(1-β2^t)/(1-β1^t),
     # with ε̂ = ε·√(1-β2^t) for the paper's ε and ε̂ = ε for Keras's.
-    # This saves two full passes over the state compared with the literal form.
+    # That saves two passes and two temporaries over computing m̂_t and v̂_t, and one
+    # pass over torch's foreach Adam, which still divides √v_t by √(1-β2^t).
     step_sizes: list[float] = []
     eps_hats: list[float] = []
     for t in (step.item() for step in steps):
@@ -170,6 +173,7 @@ class Adam(Optimizer):
         # Checked here as well as per group so a bad default fails even when every
         # group overrides it, matching torch.
         _validate_hyperparameters(defaults)
+        defaults["betas"] = (float(betas[0]), float(betas[1]))
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -178,7 +182,7 @@ class Adam(Optimizer):
             _validate_hyperparameters({**self.defaults, **param_group})
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        # A list (e.g. from a Hydra/OmegaConf config) would otherwise end up in state_dict.
+        # A list or ListConfig (e.g. from Hydra) would otherwise end up in state_dict.
         group["betas"] = (float(group["betas"][0]), float(group["betas"][1]))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -233,8 +237,8 @@ class Adam(Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 if torch.is_complex(p):
-                    # As torch does: treat ℂ as ℝ², so g_t² is |g|² per component
-                    # rather than a complex square.
+                    # As torch does: treat ℂ as ℝ², so g_t² is squared per real
+                    # component rather than as a complex number.
                     p, grad, exp_avg, exp_avg_sq = (
                         torch.view_as_real(x) for x in (p, grad, exp_avg, exp_avg_sq)
                     )

@@ -84,9 +84,9 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if existing.lifecycle_stage == "deleted":
             client.restore_experiment(existing.experiment_id)
         return existing.experiment_id
-    artifact_location = None
-    if _sqlite_path(client.tracking_uri) is not None:
-        artifact_location = (STORE_DIR / "artifacts" / name).as_uri()
+    # Artifacts beside the SQLite file (mlruns/artifacts/ by default); a server decides its own.
+    db = _sqlite_path(client.tracking_uri)
+    artifact_location = (db.parent / "artifacts" / name).as_uri() if db is not None else None
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except Exception:

@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from src import config as schema
-from src.cli import user_errors
+from src.cli import hydra_entry, user_errors
 from src.run import describe, train
 
 schema.register()
@@ -31,4 +31,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -354,10 +354,19 @@ def test_sparse_gradients_are_rejected():
         Adam(embedding.parameters()).step()
 
 
-def test_betas_list_is_stored_as_tuple_of_floats():
-    (p,) = _make_params([(3,)])
-    opt = Adam([{"params": [p], "betas": [0, 0.5]}])
+def test_betas_sequence_is_stored_as_tuple_of_floats():
+    first, second = _make_params([(3,), (4,)])
+    opt = Adam([{"params": [first], "betas": [0, 0.5]}, {"params": [second]}], betas=[0.8, 0.9])
     assert opt.param_groups[0]["betas"] == (0.0, 0.5)
+    assert opt.param_groups[1]["betas"] == (0.8, 0.9)
+
+
+def test_accepts_hydra_config_values():
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({"lr": 1e-2, "betas": [0.9, 0.99], "eps_mode": "keras"})
+    (p,) = _make_params([(3,)])
+    opt = Adam([p], lr=cfg.lr, betas=cfg.betas, eps_mode=cfg.eps_mode)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99)
 
 
 @pytest.mark.parametrize(
