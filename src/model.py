@@ -75,6 +75,10 @@ class Classifier(pl.LightningModule):
                       ) -> torch.Tensor:
         x, y = batch
         loss = F.cross_entropy(self.net(x), y)
+        if not torch.isfinite(loss):
+            # A diverged run never recovers: stop now rather than spend the remaining epochs.
+            raise NonFiniteLoss(f"training loss became {loss.item()} at epoch "
+                                f"{self.current_epoch + 1}, step {batch_idx + 1}")
         self._loss_sum += loss.detach() * len(y)
         self._loss_count += len(y)
         return loss
@@ -84,12 +88,7 @@ class Classifier(pl.LightningModule):
         self._loss_count = 0
 
     def on_train_epoch_end(self) -> None:
-        loss = self._loss_sum / max(self._loss_count, 1)
-        if not torch.isfinite(loss):
-            # A diverged run can never recover; stopping saves the rest of its epochs.
-            raise NonFiniteLoss(f"training loss became {loss.item()} in epoch "
-                                f"{self.current_epoch}")
-        self.log("train/loss", loss.float())
+        self.log("train/loss", (self._loss_sum / max(self._loss_count, 1)).float())
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str,
                   accuracy: MulticlassAccuracy) -> None:

@@ -70,14 +70,20 @@ def make_datamodule(config: Config) -> MNISTDataModule:
 def train(config: Config, *, client: MlflowClient | None = None,
           parent_run_id: str | None = None, run_name: str | None = None,
           tags: Mapping[str, str] | None = None,
-          callbacks: Sequence[pl.Callback] = ()) -> RunOutcome:
+          callbacks: Sequence[pl.Callback] = (),
+          stops: tuple[type[BaseException], ...] = ()) -> RunOutcome:
+    """Train and test once, recorded as one MLflow run (nested under `parent_run_id` if given).
+
+    `callbacks` join the Trainer (e.g. a pruner); exceptions in `stops` end the run FINISHED
+    with a `stopped` tag instead of FAILED, and propagate.
+    """
     started = time.perf_counter()
     torch.set_num_threads(config.trainer.num_threads)
     datamodule = make_datamodule(config)
     client = client or open_store(resolve_uri(config.tracking.uri))
     run_id = start_run(client, config.tracking.experiment, run_name or config.tracking.run_name,
                        parent_run_id=parent_run_id, tags=tags)
-    with run_lifecycle(client, run_id):
+    with run_lifecycle(client, run_id, stops):
         resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
         assert isinstance(resolved, dict)
         log_params(client, run_id, flatten(resolved))

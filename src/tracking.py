@@ -160,10 +160,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def run_lifecycle(client: MlflowClient, run_id: str) -> Iterator[None]:
-    """Whatever happens inside, the run ends FINISHED, FAILED or KILLED — never RUNNING."""
+def run_lifecycle(client: MlflowClient, run_id: str,
+                  stops: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Whatever happens inside, the run ends FINISHED, FAILED or KILLED — never RUNNING.
+
+    `stops` are exceptions that end a run on purpose (e.g. a pruner's): the run is FINISHED,
+    tagged `stopped` with the reason, and the exception goes on to the caller.
+    """
     try:
         yield
+    except stops as stop:
+        client.set_tag(run_id, "stopped", f"{type(stop).__name__}: {stop}"[:4000])
+        client.set_terminated(run_id, "FINISHED")
+        raise
     except (KeyboardInterrupt, Interrupted):
         client.set_terminated(run_id, "KILLED")
         raise

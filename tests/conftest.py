@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
 from src.data import MNIST, write_idx
 
@@ -44,3 +49,32 @@ def real_mnist() -> Path:
     if not all((SHARED_MNIST / name).is_file() for name in MNIST.files.values()):
         pytest.skip(f"real MNIST not found in {SHARED_MNIST}")
     return SHARED_MNIST
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_entry(module: str, *overrides: str, store: Path, timeout: float = 240,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m <module> overrides...` from the repo root against the MLflow store `store`."""
+    full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def mlflow_runs(store: Path) -> list[Run]:
+    """Every run in the store at `store/mlflow.db`, all experiments."""
+    if not (store / "mlflow.db").exists():
+        return []
+    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=1000) if ids else []
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """An empty MLflow store directory for one test."""
+    path = tmp_path / "mlruns"
+    path.mkdir()
+    return path
