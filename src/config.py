@@ -103,9 +103,14 @@ class TrainerConfig:
     num_threads: int = 1
     deterministic: bool = True
     progress_bar: bool = False
+    # Optimizer steps per Lightning training_step call (see src.model.Classifier): amortises
+    # Lightning's per-call overhead; results do not depend on it.
+    steps_per_call: int = 64
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, f"trainer.max_epochs={self.max_epochs}: must be >= 1")
+        _require(self.steps_per_call >= 1,
+                 f"trainer.steps_per_call={self.steps_per_call}: must be >= 1")
         _require(self.num_threads >= 1, f"trainer.num_threads={self.num_threads}: must be >= 1")
 
 

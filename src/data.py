@@ -472,6 +472,7 @@ class MNISTDataModule(pl.LightningDataModule):
         seed: int = 0,
         download: bool = True,
         limit_train: int | None = None,
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -481,6 +482,8 @@ class MNISTDataModule(pl.LightningDataModule):
                 f"batch sizes must be >= 1 (batch_size={batch_size}, "
                 f"eval_batch_size={eval_batch_size})"
             )
+        if steps_per_call < 1:
+            raise DataError(f"steps_per_call must be >= 1, got {steps_per_call}")
         if limit_train is not None and limit_train < 1:
             raise DataError(f"limit_train must be >= 1 or None, got {limit_train}")
         self.root = Path(root).expanduser()
@@ -492,6 +495,9 @@ class MNISTDataModule(pl.LightningDataModule):
         self.seed = seed
         self.download = download
         self.limit_train = limit_train
+        # Training batches come as chunks of this many consecutive minibatches (one gather);
+        # the shuffled order of minibatches is the same whatever the chunk size.
+        self.steps_per_call = steps_per_call
         self._arrays: MnistArrays | None = None
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -549,7 +555,8 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> InMemoryBatches:
         x, y = self.tensors("train")
-        return InMemoryBatches(x, y, self.batch_size, shuffle=True, seed=self.seed)
+        return InMemoryBatches(x, y, self.batch_size * self.steps_per_call, shuffle=True,
+                               seed=self.seed)
 
     def val_dataloader(self) -> InMemoryBatches:
         x, y = self.tensors("val")

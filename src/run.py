@@ -23,6 +23,7 @@ from src.model import Classifier, build_mlp
 from src.tracking import (
     EpochLogger,
     flatten,
+    log_metric_batch,
     log_params,
     open_store,
     resolve_uri,
@@ -46,7 +47,7 @@ class RunOutcome:
     startup_seconds: float = 0.0  # from `train` being called to the first epoch starting
 
 
-class _EpochClock(pl.Callback):
+class EpochClock(pl.Callback):
     """Marks when training proper starts, to split a run's wall time into start-up and training."""
 
     def __init__(self) -> None:
@@ -62,22 +63,48 @@ def make_datamodule(config: Config) -> MNISTDataModule:
     datamodule = MNISTDataModule(
         root=Path(d.root).expanduser(), dataset=d.name, batch_size=d.batch_size,
         eval_batch_size=d.eval_batch_size, val_size=d.val_size, seed=config.seed,
-        download=d.download, limit_train=d.limit_train)
+        download=d.download, limit_train=d.limit_train,
+        steps_per_call=config.trainer.steps_per_call)
     datamodule.setup()  # fail on bad data before any MLflow run exists
     return datamodule
+
+
+def make_model(config: Config, datamodule: MNISTDataModule) -> Classifier:
+    m = config.model
+    net = build_mlp(datamodule.num_features, m.hidden, m.num_classes, m.dropout, m.init)
+    return Classifier(net, config.optimizer, m.num_classes, config.data.batch_size)
+
+
+def make_trainer(config: Config, logger: pl.loggers.Logger | bool,
+                 callbacks: Sequence[pl.Callback], **overrides: object) -> pl.Trainer:
+    options: dict[str, object] = dict(
+        max_epochs=config.trainer.max_epochs,
+        accelerator=config.trainer.accelerator,
+        devices=1,
+        logger=logger,
+        callbacks=list(callbacks),
+        deterministic=config.trainer.deterministic,
+        enable_checkpointing=False,
+        enable_progress_bar=config.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(**{**options, **overrides})  # type: ignore[arg-type]
 
 
 def train(config: Config, *, client: MlflowClient | None = None,
           parent_run_id: str | None = None, run_name: str | None = None,
           tags: Mapping[str, str] | None = None,
           callbacks: Sequence[pl.Callback] = (),
-          stops: tuple[type[BaseException], ...] = ()) -> RunOutcome:
+          stops: tuple[type[BaseException], ...] = (),
+          started: float | None = None) -> RunOutcome:
     """Train and test once, recorded as one MLflow run (nested under `parent_run_id` if given).
 
     `callbacks` join the Trainer (e.g. a pruner); exceptions in `stops` end the run FINISHED
-    with a `stopped` tag instead of FAILED, and propagate.
+    with a `stopped` tag instead of FAILED, and propagate. `started` (a perf_counter value)
+    dates the start-up from an earlier point, e.g. before the entry point's imports.
     """
-    started = time.perf_counter()
+    started = started if started is not None else time.perf_counter()
     torch.set_num_threads(config.trainer.num_threads)
     datamodule = make_datamodule(config)
     client = client or open_store(resolve_uri(config.tracking.uri))
@@ -93,30 +120,20 @@ def train(config: Config, *, client: MlflowClient | None = None,
         client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(config)), "config.yaml")
 
         pl.seed_everything(config.seed, workers=False, verbose=False)
-        m = config.model
-        net = build_mlp(datamodule.num_features, m.hidden, m.num_classes, m.dropout, m.init)
-        model = Classifier(net, config.optimizer, m.num_classes)
+        model = make_model(config, datamodule)
         logger = EpochLogger(client, run_id)
-        clock = _EpochClock()
-        trainer = pl.Trainer(
-            max_epochs=config.trainer.max_epochs,
-            accelerator=config.trainer.accelerator,
-            devices=1,
-            logger=logger,
-            callbacks=[clock, *callbacks],
-            deterministic=config.trainer.deterministic,
-            enable_checkpointing=False,
-            enable_progress_bar=config.trainer.progress_bar,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-        )
+        clock = EpochClock()
+        trainer = make_trainer(config, logger, [clock, *callbacks])
         trainer.fit(model, datamodule=datamodule)
         trainer.test(model, datamodule=datamodule, verbose=False)
+        finished = time.perf_counter()
+        first_epoch = clock.first_epoch_at or finished
+        timing = {"time/startup_s": first_epoch - started, "time/train_s": finished - first_epoch}
+        log_metric_batch(client, run_id, timing, step=0, timestamp_ms=int(time.time() * 1000))
     final = {k: v[-1] for k, v in logger.history.items() if k.startswith(("val/", "test/"))}
-    first_epoch = clock.first_epoch_at or started
     return RunOutcome(run_id=run_id, history={k: list(v) for k, v in logger.history.items()
                                               if not k.startswith("test/")},
-                      final=final, seconds=time.perf_counter() - started,
+                      final=final, seconds=finished - started,
                       startup_seconds=first_epoch - started)
 
 

@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+import time
 
-from src import config as schema
-from src.cli import hydra_entry, user_errors
-from src.run import describe, train
+STARTED = time.perf_counter()  # before the heavy imports: start-up is measured from here
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src import config as schema  # noqa: E402
+from src.cli import hydra_entry, user_errors  # noqa: E402
+from src.run import describe, train  # noqa: E402
 
 schema.register()
 
@@ -24,9 +28,11 @@ def main(cfg: DictConfig) -> float | None:
             # Multi-run experiments live in pipelines/; reached by name, never imported here.
             return hydra.utils.get_method(config.pipeline)(cfg)
         print(f"training: {describe(config)}, {config.trainer.max_epochs} epochs", flush=True)
-        outcome = train(config)
+        outcome = train(config, started=STARTED)
         print(f"run {outcome.run_id}: " + ", ".join(
             f"{k}={v:.4f}" for k, v in sorted(outcome.final.items())), flush=True)
+        print(f"time: start-up {outcome.startup_seconds:.1f} s (imports, data, store), "
+              f"training {outcome.seconds - outcome.startup_seconds:.1f} s", flush=True)
         return outcome.final.get("val/acc")
 
 

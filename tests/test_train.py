@@ -95,3 +95,11 @@ def test_one_epoch_on_real_mnist_reaches_95_percent(real_mnist: Path, store: Pat
                     tracking=TrackingConfig(uri=f"sqlite:///{store / 'mlflow.db'}"))
     outcome = train(config)
     assert outcome.final["val/acc"] >= 0.95
+
+
+def test_results_do_not_depend_on_steps_per_call(tiny_mnist: Path, store: Path) -> None:
+    one, chunked = (tiny_config(tiny_mnist, store) for _ in range(2))
+    one.trainer.steps_per_call = 1
+    chunked.trainer.steps_per_call = 5  # 16 minibatches per epoch: chunks of 5, 5, 5, 1
+    a, b = train(one), train(chunked)
+    assert a.history == b.history and a.final == b.final

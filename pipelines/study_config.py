@@ -1,0 +1,304 @@
+"""What an Optuna study is told to do: the typed `study:` section, and its Optuna objects.
+
+`conf/study_config.yaml` composes the run's own groups (data, model, optimizer, trainer,
+tracking) with a `study` group onto `StudyRunConfig`, registered as `study_schema`; `src/`
+never sees it. As in `src.config`, a typo fails while composing and a bad value raises
+`ConfigError` (one line naming the key) when `to_study_config` builds the objects — before
+any storage or MLflow run is touched.
+
+The search space is sampled where Adam is sensitive: α log-uniform, and β1, β2 through
+log(1 − β), so that 0.99 → 0.999 gets as much of the search as 0.5 → 0.9. The Optuna
+parameters are therefore named `lr`, `1-beta1`, `1-beta2` (and `eps`); plots, the dashboard
+and importances show those coordinates, while trials also carry β1, β2 as user attributes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from src.config import Config, ConfigError, to_config
+
+SAMPLERS = ("tpe", "random", "cmaes", "grid")
+PRUNERS = ("none", "median", "hyperband")
+# The validation metrics a trial reports each epoch, and the direction that improves them.
+METRICS = {"val/loss": "minimize", "val/acc": "maximize"}
+# Optuna parameter names: β is searched as 1 − β on a log scale (see the module docstring).
+PARAM_NAMES = {"lr": "lr", "beta1": "1-beta1", "beta2": "1-beta2", "eps": "eps"}
+# A study name becomes a file name (conf/experiment/best_<name>.yaml) and a Hydra config name.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+@dataclass
+class RangeConfig:
+    low: float = 0.0
+    high: float = 0.0
+
+
+def _check_range(key: str, r: RangeConfig, inside: str) -> None:
+    """`inside` is "(0, inf)" (α, ε) or "[0, 1)" (β)."""
+    _require(_finite(r.low) and _finite(r.high),
+             f"{key}=[{r.low}, {r.high}]: low and high must be numbers")
+    _require(r.low < r.high, f"{key}=[{r.low}, {r.high}]: empty or inverted range "
+             "(need low < high)")
+    ok = 0.0 < r.low if inside == "(0, inf)" else 0.0 <= r.low and r.high < 1.0
+    _require(ok, f"{key}=[{r.low}, {r.high}]: must lie in {inside}")
+
+
+@dataclass
+class SearchSpaceConfig:
+    """Ranges in natural units; α and ε log-uniform, β through log(1 − β)."""
+
+    lr: RangeConfig = field(default_factory=lambda: RangeConfig(1e-5, 1e-1))
+    beta1: RangeConfig = field(default_factory=lambda: RangeConfig(0.1, 0.999))
+    beta2: RangeConfig = field(default_factory=lambda: RangeConfig(0.1, 0.9999))
+    eps: RangeConfig | None = None  # None: not searched, optimizer.eps is used
+
+    def __post_init__(self) -> None:
+        _check_range("study.space.lr", self.lr, "(0, inf)")
+        _check_range("study.space.beta1", self.beta1, "[0, 1)")  # log(1 - β) needs β < 1
+        _check_range("study.space.beta2", self.beta2, "[0, 1)")
+        if self.eps is not None:
+            _check_range("study.space.eps", self.eps, "(0, inf)")
+
+    def searched(self) -> list[str]:
+        return ["lr", "beta1", "beta2"] + (["eps"] if self.eps is not None else [])
+
+    def bounds(self, name: str) -> tuple[float, float]:
+        """(low, high) of the Optuna parameter for `name`, in its sampled coordinate."""
+        r: RangeConfig = getattr(self, name)
+        if name.startswith("beta"):
+            return 1.0 - r.high, 1.0 - r.low
+        return r.low, r.high
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "tpe"  # tpe | random | cmaes | grid
+    seed: int = 0
+    n_startup_trials: int = 10  # tpe, cmaes: random trials before the model takes over
+    grid_points: int = 3  # grid: log-spaced points per parameter over its range ...
+    grid: dict[str, list[float]] = field(default_factory=dict)  # ... unless listed here
+
+    def __post_init__(self) -> None:
+        _require(self.name in SAMPLERS,
+                 f"study.sampler.name={self.name!r}: expected one of {list(SAMPLERS)}")
+        _require(self.n_startup_trials >= 0,
+                 f"study.sampler.n_startup_trials={self.n_startup_trials}: must be >= 0")
+        _require(self.grid_points >= 1,
+                 f"study.sampler.grid_points={self.grid_points}: must be >= 1")
+        if self.name == "cmaes":
+            _require(importlib.util.find_spec("cmaes") is not None,
+                     "study.sampler.name=cmaes needs the `cmaes` package: pip install cmaes")
+
+
+@dataclass
+class PrunerConfig:
+    """Steps are epochs counted from 1, as in MLflow: step k is reported after epoch k."""
+
+    name: str = "median"  # none | median | hyperband
+    n_startup_trials: int = 5  # median: finished trials before any pruning
+    n_warmup_steps: int = 1  # median: the first epoch after which a trial may be pruned
+    min_resource: int = 1  # hyperband: epochs every trial gets; max is trainer.max_epochs
+    reduction_factor: int = 3  # hyperband
+
+    def __post_init__(self) -> None:
+        _require(self.name in PRUNERS,
+                 f"study.pruner.name={self.name!r}: expected one of {list(PRUNERS)}")
+        _require(self.n_startup_trials >= 0,
+                 f"study.pruner.n_startup_trials={self.n_startup_trials}: must be >= 0")
+        _require(self.n_warmup_steps >= 0,
+                 f"study.pruner.n_warmup_steps={self.n_warmup_steps}: must be >= 0")
+        _require(self.min_resource >= 1,
+                 f"study.pruner.min_resource={self.min_resource}: must be >= 1")
+        _require(self.reduction_factor >= 2,
+                 f"study.pruner.reduction_factor={self.reduction_factor}: must be >= 2")
+
+
+@dataclass
+class PointConfig:
+    """A trial to run before the sampler proposes any (null: sampled as usual)."""
+
+    lr: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    eps: float | None = None
+
+
+@dataclass
+class StudyConfig:
+    name: str = "adam-mnist"
+    storage: str | None = None  # None: sqlite:///<project>/mlruns/optuna.db
+    n_trials: int = 40  # the total of finished (complete + pruned) trials the study reaches
+    workers: int | None = None  # None: one process per CPU core
+    metric: str = "val/loss"  # at the last epoch; also what the pruner watches each epoch
+    direction: str | None = None  # None: the metric's own (minimize loss, maximize acc)
+    space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    enqueue: list[PointConfig] = field(default_factory=list)  # only when the study is created
+    # A worker that stops beating for grace_period seconds has its trial marked FAIL.
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    export_dir: str | None = None  # None: <project>/conf/experiment
+
+    def __post_init__(self) -> None:
+        _require(_NAME.fullmatch(self.name) is not None,
+                 f"study.name={self.name!r}: use letters, digits, '_' and '-' "
+                 "(it names a file and a Hydra config)")
+        _require(self.storage is None or self.storage.strip() != "",
+                 "study.storage is empty: give a database URL or null for the default")
+        _require(self.n_trials >= 1, f"study.n_trials={self.n_trials}: must be >= 1")
+        _require(self.workers is None or self.workers >= 1,
+                 f"study.workers={self.workers}: must be >= 1 or null")
+        _require(self.metric in METRICS,
+                 f"study.metric={self.metric!r}: expected one of {list(METRICS)}")
+        _require(self.direction in (None, "minimize", "maximize"),
+                 f"study.direction={self.direction!r}: expected minimize, maximize or null")
+        _require(self.direction in (None, METRICS[self.metric]),
+                 f"study.direction={self.direction}: {self.metric} improves by "
+                 f"{METRICS[self.metric].removesuffix('e')}ing")
+        _require(self.heartbeat_interval >= 1,
+                 f"study.heartbeat_interval={self.heartbeat_interval}: must be >= 1 (seconds)")
+        _require(self.grace_period > self.heartbeat_interval,
+                 f"study.grace_period={self.grace_period}: must exceed "
+                 f"study.heartbeat_interval={self.heartbeat_interval}")
+        for i, point in enumerate(self.enqueue):
+            for name in ("lr", "beta1", "beta2", "eps"):
+                value = getattr(point, name)
+                if value is None:
+                    continue
+                key = f"study.enqueue[{i}].{name}"
+                _require(name in self.space.searched(),
+                         f"{key}={value}: {name} is not searched (study.space.{name} is null)")
+                r = getattr(self.space, name)
+                _require(_finite(value) and r.low <= value <= r.high,
+                         f"{key}={value}: outside study.space.{name}=[{r.low:g}, {r.high:g}]")
+        for name, values in self.sampler.grid.items():
+            _require(name in self.space.searched(),
+                     f"study.sampler.grid.{name}: not a searched parameter "
+                     f"({self.space.searched()})")
+            r = getattr(self.space, name)
+            _require(len(values) > 0, f"study.sampler.grid.{name} is empty")
+            _require(all(_finite(v) and r.low <= v <= r.high for v in values),
+                     f"study.sampler.grid.{name}={list(values)}: outside "
+                     f"study.space.{name}=[{r.low:g}, {r.high:g}]")
+        if self.sampler.name == "grid":
+            size = math.prod(len(v) for v in grid_values(self).values())
+            _require(self.n_trials <= size,
+                     f"study.n_trials={self.n_trials}: the grid has only {size} points")
+
+    @property
+    def resolved_direction(self) -> str:
+        return self.direction or METRICS[self.metric]
+
+
+@dataclass
+class StudyRunConfig(Config):
+    """A training run's config (what every trial starts from) plus the study around it."""
+
+    study: StudyConfig = field(default_factory=StudyConfig)
+
+    def __post_init__(self) -> None:
+        p = self.study.pruner
+        if p.name == "hyperband":
+            _require(p.min_resource < self.trainer.max_epochs,
+                     f"study.pruner.min_resource={p.min_resource}: must be below "
+                     f"trainer.max_epochs={self.trainer.max_epochs} for hyperband to prune")
+
+    def run_config(self) -> Config:
+        """The plain training config (no study section), as a trial's MLflow child logs it."""
+        return Config(**{f.name: getattr(self, f.name) for f in fields(Config)})
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="study_schema", node=StudyRunConfig)
+
+
+def to_study_config(cfg: DictConfig) -> StudyRunConfig:
+    """Validate a composed study config and return it as typed objects (raises ConfigError)."""
+    config = to_config(cfg)
+    if not isinstance(config, StudyRunConfig):
+        raise ConfigError(f"the composed config is a {type(config).__name__}, not a "
+                          "StudyRunConfig: compose conf/study_config.yaml")
+    return config
+
+
+def trial_settings(config: StudyRunConfig) -> dict[str, Any]:
+    """What makes trials comparable: a study resumed with other values would mix results.
+
+    Left out on purpose: where things are (data.root, storage, tracking), how many and how
+    fast (n_trials, workers, threads), and sampler/pruner, which may change between
+    invocations (e.g. random first, TPE later) without changing what a trial measures.
+    """
+    s = config.study
+    optimizer = asdict(config.optimizer)
+    for searched in ("lr", "betas", *(["eps"] if s.space.eps is not None else [])):
+        optimizer.pop(searched)
+    data = asdict(config.data)
+    for where in ("root", "download"):
+        data.pop(where)
+    return {"metric": s.metric, "direction": s.resolved_direction, "space": asdict(s.space),
+            "data": data, "model": asdict(config.model), "optimizer": optimizer,
+            "trainer": {"max_epochs": config.trainer.max_epochs,
+                        "deterministic": config.trainer.deterministic},
+            "seed": config.seed}
+
+
+def first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first setting that differs, e.g. `trainer.max_epochs`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if old == new else prefix.rstrip(".")
+
+
+def grid_values(study: StudyConfig) -> dict[str, list[float]]:
+    """Grid points per parameter, in natural units (α, β, ε)."""
+    values: dict[str, list[float]] = {}
+    for name in study.space.searched():
+        if name in study.sampler.grid:
+            values[name] = [float(v) for v in study.sampler.grid[name]]
+            continue
+        low, high = study.space.bounds(name)
+        points = [float(x) for x in np.geomspace(low, high, study.sampler.grid_points)]
+        values[name] = sorted(1.0 - x for x in points) if name.startswith("beta") else points
+    return values
+
+
+def to_optuna_params(point: dict[str, float]) -> dict[str, float]:
+    """Natural values (lr, beta1, ...) → Optuna parameters (lr, 1-beta1, ...)."""
+    return {PARAM_NAMES[name]: (1.0 - value if name.startswith("beta") else value)
+            for name, value in point.items()}
+
+
+def from_optuna_params(params: dict[str, float]) -> dict[str, float]:
+    """Optuna parameters (lr, 1-beta1, ...) → natural values (lr, beta1, ...)."""
+    natural = {optuna_name: name for name, optuna_name in PARAM_NAMES.items()}
+    return {natural[key]: (1.0 - value if key.startswith("1-") else value)
+            for key, value in params.items() if key in natural}
+
+
+__all__ = ["METRICS", "PARAM_NAMES", "PointConfig", "PrunerConfig", "RangeConfig",
+           "SamplerConfig", "SearchSpaceConfig", "StudyConfig", "StudyRunConfig",
+           "first_difference", "from_optuna_params", "grid_values", "register",
+           "to_optuna_params", "to_study_config", "trial_settings"]
