@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
+import optuna
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
@@ -57,7 +58,7 @@ def _check_range(key: str, r: RangeConfig, inside: str) -> None:
              f"{key}=[{r.low}, {r.high}]: low and high must be numbers")
     _require(r.low < r.high, f"{key}=[{r.low}, {r.high}]: empty or inverted range "
              "(need low < high)")
-    ok = 0.0 < r.low if inside == "(0, inf)" else 0.0 <= r.low and r.high < 1.0
+    ok = r.low > 0.0 if inside == "(0, inf)" else r.low >= 0.0 and r.high < 1.0
     _require(ok, f"{key}=[{r.low}, {r.high}]: must lie in {inside}")
 
 
@@ -298,7 +299,46 @@ def from_optuna_params(params: dict[str, float]) -> dict[str, float]:
             for key, value in params.items() if key in natural}
 
 
+
+def suggest(trial: optuna.Trial, space: SearchSpaceConfig) -> dict[str, float]:
+    """Sample one point of the space; returns natural values (lr, beta1, beta2[, eps])."""
+    params = {PARAM_NAMES[name]: trial.suggest_float(PARAM_NAMES[name], *space.bounds(name),
+                                                     log=True)
+              for name in space.searched()}
+    return from_optuna_params(params)
+
+
+def make_sampler(study: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
+    s = study.sampler
+    if s.name == "tpe":
+        # Optuna 5's TPE is multivariate (β1 and β2 interact) and, with constant_liar,
+        # avoids proposing what parallel workers are already running.
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials,
+                                          constant_liar=True)
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s.name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=s.n_startup_trials,
+                                            warn_independent_sampling=False)
+    assert s.name == "grid"
+    grid = {PARAM_NAMES[name]: [to_optuna_params({name: v})[PARAM_NAMES[name]] for v in values]
+            for name, values in grid_values(study).items()}
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def make_pruner(study: StudyConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    p = study.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials,
+                                           n_warmup_steps=p.n_warmup_steps)
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource,
+                                              max_resource=max_epochs,
+                                              reduction_factor=p.reduction_factor)
+    assert p.name == "none"
+    return optuna.pruners.NopPruner()
+
 __all__ = ["METRICS", "PARAM_NAMES", "PointConfig", "PrunerConfig", "RangeConfig",
            "SamplerConfig", "SearchSpaceConfig", "StudyConfig", "StudyRunConfig",
-           "first_difference", "from_optuna_params", "grid_values", "register",
-           "to_optuna_params", "to_study_config", "trial_settings"]
+           "first_difference", "from_optuna_params", "grid_values", "make_pruner", "make_sampler",
+           "register", "suggest", "to_optuna_params", "to_study_config", "trial_settings"]

@@ -1,0 +1,118 @@
+"""`python -m benchmarks.run [--data DIR] [--quick] [--out BENCHMARKS.md]`: the benchmark suite.
+
+Measures side by side, in one run, and writes a Markdown table of medians and ratios:
+(a) one Adam step, (b) training throughput against a plain PyTorch loop, (c) wall time of
+the user's commands, (d) the study's trials per hour and the epochs pruning saves.
+Timings are reported, never asserted: tests only run `--quick` so the suite cannot rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from benchmarks import end_to_end, optimizer_step, throughput
+from src.config import Config, DataConfig, TrackingConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _table(rows: list[dict[str, object]], columns: dict[str, str]) -> list[str]:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns.values()) + " |",
+             "|" + "|".join("---:" if i else "---" for i in range(len(columns))) + "|"]
+    lines += ["| " + " | ".join(cell(r[k]) for k in columns) + " |" for r in rows]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO / "data/mnist"), help="MNIST IDX directory")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and few repeats: a smoke run, not a measurement")
+    parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: a,b,c,d")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    started = time.perf_counter()
+    quick = ["trainer.max_epochs=1", "compare.seeds=[0]", "data.val_size=100"] if args.quick \
+        else []
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {_cpu()}, "
+        f"{torch.get_num_threads()} threads available, torch {torch.__version__}, "
+        f"Python {platform.python_version()}.",
+        "",
+        f"Command: `python -m benchmarks.run --data {args.data}"
+        f"{' --quick' if args.quick else ''}` (or `make bench`). Medians of repeats; ratios "
+        "below 1.0 mean the project is faster (step time) or slower (throughput) as noted.",
+        "",
+    ]
+    if "a" not in skip:
+        rows = optimizer_step.measure(quick=args.quick)
+        lines += ["## (a) One Adam step", "",
+                  "Median time of `optimizer.step()` with fixed gradients; ratio to the fastest "
+                  "torch implementation at the same size and thread count (≤ 1.0 is the "
+                  "target). First call includes any compilation.", ""]
+        lines += _table(rows, {"model": "params", "threads": "threads",
+                               "implementation": "implementation", "median_us": "median µs",
+                               "first_call_ms": "first call ms",
+                               "vs_fastest_torch": "÷ fastest torch"})
+        lines.append("")
+    config = Config(data=DataConfig(root=args.data, download=False,
+                                    val_size=100 if args.quick else 5000,
+                                    limit_train=2000 if args.quick else None),
+                    tracking=TrackingConfig(uri="sqlite:///:memory:"))
+    if "b" not in skip:
+        rows = throughput.measure(config, quick=args.quick, repeats=1 if args.quick else 3)
+        lines += ["## (b) Training throughput", "",
+                  "Steps per second over one epoch of batch-32 training (validation off): a "
+                  "hand-written loop with torch.optim.Adam against the project's Lightning "
+                  "run with its own Adam, same model and thread count (≥ 1.0 is the target).",
+                  ""]
+        lines += _table(rows, {"threads": "threads", "plain_steps_per_s": "plain loop steps/s",
+                               "project_steps_per_s": "project steps/s",
+                               "ratio": "project ÷ plain"})
+        lines.append("")
+    if "c" not in skip:
+        single = end_to_end.single_run(args.data, quick[2:])
+        comparison = end_to_end.compare(args.data, quick)
+        lines += ["## (c) End to end", "",
+                  "Fresh processes against a fresh MLflow store (targets: compare ≤ 60 s; "
+                  "start-up before the first training step ≤ 5 s).", ""]
+        lines += _table([single], {"command": "command", "wall_s": "wall s",
+                                   "startup_s": "start-up s (imports, data, store)",
+                                   "training_s": "training s"})
+        lines += [""] + _table([comparison], {"command": "command", "wall_s": "wall s",
+                                              "verdict": "verdict"})
+        lines.append("")
+    lines.append(f"Suite wall time: {time.perf_counter() - started:.0f} s.")
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
