@@ -88,6 +88,9 @@ def make_trainer(config: Config, logger: pl.loggers.Logger | bool,
         enable_progress_bar=config.trainer.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        # Lightning counts chunks (see steps_per_call) and warns when an epoch has fewer than
+        # this; every metric here is per epoch, so the interval only silences that warning.
+        log_every_n_steps=1,
     )
     return pl.Trainer(**{**options, **overrides})  # type: ignore[arg-type]
 
