@@ -14,18 +14,17 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipelines.report import RunResult, write_report
 from src.config import CompareConfig, Config, OptimizerConfig, arm_optimizer, to_config
 from src.run import make_datamodule
 from src.tracking import (
-    flatten,
+    close_orphans,
+    log_config,
     log_metric_batch,
-    log_params,
     open_store,
     resolve_uri,
     run_lifecycle,
@@ -68,10 +67,19 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+_stopping = False  # set in a worker once it has been interrupted
+
+
 def _train_job(job: Job, parent_run_id: str) -> RunResult:
     from src.model import NonFiniteLoss
     from src.run import train
 
+    global _stopping
+    if _stopping:
+        # The executor may already have handed this worker its next job; a stopped
+        # comparison must not start new runs.
+        return RunResult(arm=job.arm, seed=job.seed, history={}, final={},
+                         status="KILLED: not started")
     with sigterm_as_interrupt():
         try:
             outcome = train(job.config, parent_run_id=parent_run_id,
@@ -81,6 +89,9 @@ def _train_job(job: Job, parent_run_id: str) -> RunResult:
             # Divergence is a finding about the arm, not a crash of the comparison.
             return RunResult(arm=job.arm, seed=job.seed, history={}, final={},
                              status=f"FAILED: {err}")
+        except BaseException:
+            _stopping = True
+            raise
     return RunResult(arm=job.arm, seed=job.seed, history=outcome.history, final=outcome.final)
 
 
@@ -96,9 +107,10 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     try:
         yield executor
     except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)  # nothing new starts
         for child in multiprocessing.active_children():
             child.terminate()
-        executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True)
         raise
     executor.shutdown(wait=True)
 
@@ -153,11 +165,14 @@ def main(cfg: DictConfig) -> float | None:
                        tags={"pipeline": "compare"})
     print(f"compare: {len(compare.arms)} arms × {len(compare.seeds)} seeds = {len(jobs)} runs, "
           f"{workers} worker processes; MLflow parent run {parent}", flush=True)
-    with sigterm_as_interrupt(), run_lifecycle(client, parent):
-        resolved: Any = OmegaConf.to_container(cfg, resolve=True)
-        log_params(client, parent, flatten(resolved))
-        client.log_text(parent, OmegaConf.to_yaml(cfg), "config.yaml")
-        results = run_jobs(jobs, workers, parent)
+    with run_lifecycle(client, parent):
+        log_config(client, parent, cfg)
+        try:
+            results = run_jobs(jobs, workers, parent)
+        except BaseException as err:
+            # A worker that was killed outright could not close its own run.
+            close_orphans(client, parent, "FAILED" if isinstance(err, Exception) else "KILLED")
+            raise
         verdict, where = log_report(client, parent, results, compare, labels)
     failed = [r for r in results if r.status != "FINISHED"]
     for r in failed:

@@ -486,8 +486,9 @@ def _figures(study: optuna.Study, out: Path) -> list[str]:
     skipped = []
     for name, draw in wanted.items():
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
+            # Optuna warns (and logs) about thin data, e.g. a parameter with one value so far.
+            with warnings.catch_warnings(), _optuna_verbosity(optuna.logging.ERROR):
+                warnings.simplefilter("ignore")
                 axes = draw()
         except (ValueError, RuntimeError, ZeroDivisionError) as err:
             skipped.append(f"{name} ({err})")
@@ -497,6 +498,16 @@ def _figures(study: optuna.Study, out: Path) -> list[str]:
         figure.savefig(out / name, dpi=120, bbox_inches="tight")
         plt.close(figure)
     return skipped
+
+
+@contextmanager
+def _optuna_verbosity(level: int) -> Iterator[None]:
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 def _importances(study: optuna.Study) -> dict[str, float]:

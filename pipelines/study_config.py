@@ -46,30 +46,29 @@ def _finite(x: object) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
-@dataclass
-class RangeConfig:
-    low: float = 0.0
-    high: float = 0.0
-
-
-def _check_range(key: str, r: RangeConfig, inside: str) -> None:
-    """`inside` is "(0, inf)" (α, ε) or "[0, 1)" (β)."""
-    _require(_finite(r.low) and _finite(r.high),
-             f"{key}=[{r.low}, {r.high}]: low and high must be numbers")
-    _require(r.low < r.high, f"{key}=[{r.low}, {r.high}]: empty or inverted range "
-             "(need low < high)")
-    ok = r.low > 0.0 if inside == "(0, inf)" else r.low >= 0.0 and r.high < 1.0
-    _require(ok, f"{key}=[{r.low}, {r.high}]: must lie in {inside}")
+def _check_range(key: str, r: list[float] | None, inside: str) -> None:
+    """A range is [low, high]; `inside` is "(0, inf)" (α, ε) or "[0, 1)" (β)."""
+    _require(r is not None and len(r) == 2, f"{key}={r}: expected [low, high]")
+    assert r is not None
+    low, high = r
+    _require(_finite(low) and _finite(high), f"{key}=[{low}, {high}]: expected numbers")
+    _require(low < high, f"{key}=[{low}, {high}]: empty or inverted range (need low < high)")
+    ok = low > 0.0 if inside == "(0, inf)" else low >= 0.0 and high < 1.0
+    _require(ok, f"{key}=[{low}, {high}]: must lie in {inside}")
 
 
 @dataclass
 class SearchSpaceConfig:
-    """Ranges in natural units; α and ε log-uniform, β through log(1 − β)."""
+    """Ranges [low, high] in natural units; α and ε log-uniform, β through log(1 − β).
 
-    lr: RangeConfig = field(default_factory=lambda: RangeConfig(1e-5, 1e-1))
-    beta1: RangeConfig = field(default_factory=lambda: RangeConfig(0.1, 0.999))
-    beta2: RangeConfig = field(default_factory=lambda: RangeConfig(0.1, 0.9999))
-    eps: RangeConfig | None = None  # None: not searched, optimizer.eps is used
+    (Lists rather than {low, high} nodes: OmegaConf cannot override a null node with a
+    mapping, and `study.space.eps=[1e-10,1e-4]` must work on the command line.)
+    """
+
+    lr: list[float] = field(default_factory=lambda: [1e-5, 1e-1])
+    beta1: list[float] = field(default_factory=lambda: [0.1, 0.999])
+    beta2: list[float] = field(default_factory=lambda: [0.1, 0.9999])
+    eps: list[float] | None = None  # None: not searched, optimizer.eps is used
 
     def __post_init__(self) -> None:
         _check_range("study.space.lr", self.lr, "(0, inf)")
@@ -81,12 +80,27 @@ class SearchSpaceConfig:
     def searched(self) -> list[str]:
         return ["lr", "beta1", "beta2"] + (["eps"] if self.eps is not None else [])
 
+    def range(self, name: str) -> tuple[float, float]:
+        low, high = getattr(self, name)
+        return float(low), float(high)
+
     def bounds(self, name: str) -> tuple[float, float]:
         """(low, high) of the Optuna parameter for `name`, in its sampled coordinate."""
-        r: RangeConfig = getattr(self, name)
-        if name.startswith("beta"):
-            return 1.0 - r.high, 1.0 - r.low
-        return r.low, r.high
+        low, high = self.range(name)
+        return (1.0 - high, 1.0 - low) if name.startswith("beta") else (low, high)
+
+
+@dataclass
+class GridConfig:
+    """Grid points per parameter in natural units; null: `grid_points` log-spaced points."""
+
+    lr: list[float] | None = None
+    beta1: list[float] | None = None
+    beta2: list[float] | None = None
+    eps: list[float] | None = None
+
+    def given(self) -> dict[str, list[float]]:
+        return {k: list(v) for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -95,7 +109,7 @@ class SamplerConfig:
     seed: int = 0
     n_startup_trials: int = 10  # tpe, cmaes: random trials before the model takes over
     grid_points: int = 3  # grid: log-spaced points per parameter over its range ...
-    grid: dict[str, list[float]] = field(default_factory=dict)  # ... unless listed here
+    grid: GridConfig = field(default_factory=GridConfig)  # ... unless listed here
 
     def __post_init__(self) -> None:
         _require(self.name in SAMPLERS,
@@ -188,18 +202,18 @@ class StudyConfig:
                 key = f"study.enqueue[{i}].{name}"
                 _require(name in self.space.searched(),
                          f"{key}={value}: {name} is not searched (study.space.{name} is null)")
-                r = getattr(self.space, name)
-                _require(_finite(value) and r.low <= value <= r.high,
-                         f"{key}={value}: outside study.space.{name}=[{r.low:g}, {r.high:g}]")
-        for name, values in self.sampler.grid.items():
+                low, high = self.space.range(name)
+                _require(_finite(value) and low <= value <= high,
+                         f"{key}={value}: outside study.space.{name}=[{low:g}, {high:g}]")
+        for name, values in self.sampler.grid.given().items():
             _require(name in self.space.searched(),
                      f"study.sampler.grid.{name}: not a searched parameter "
                      f"({self.space.searched()})")
-            r = getattr(self.space, name)
+            low, high = self.space.range(name)
             _require(len(values) > 0, f"study.sampler.grid.{name} is empty")
-            _require(all(_finite(v) and r.low <= v <= r.high for v in values),
+            _require(all(_finite(v) and low <= v <= high for v in values),
                      f"study.sampler.grid.{name}={list(values)}: outside "
-                     f"study.space.{name}=[{r.low:g}, {r.high:g}]")
+                     f"study.space.{name}=[{low:g}, {high:g}]")
         if self.sampler.name == "grid":
             size = math.prod(len(v) for v in grid_values(self).values())
             _require(self.n_trials <= size,
@@ -277,8 +291,9 @@ def grid_values(study: StudyConfig) -> dict[str, list[float]]:
     """Grid points per parameter, in natural units (α, β, ε)."""
     values: dict[str, list[float]] = {}
     for name in study.space.searched():
-        if name in study.sampler.grid:
-            values[name] = [float(v) for v in study.sampler.grid[name]]
+        given = study.sampler.grid.given()
+        if name in given:
+            values[name] = [float(v) for v in given[name]]
             continue
         low, high = study.space.bounds(name)
         points = [float(x) for x in np.geomspace(low, high, study.sampler.grid_points)]
@@ -295,8 +310,14 @@ def to_optuna_params(point: dict[str, float]) -> dict[str, float]:
 def from_optuna_params(params: dict[str, float]) -> dict[str, float]:
     """Optuna parameters (lr, 1-beta1, ...) → natural values (lr, beta1, ...)."""
     natural = {optuna_name: name for name, optuna_name in PARAM_NAMES.items()}
-    return {natural[key]: (1.0 - value if key.startswith("1-") else value)
+    return {natural[key]: (_one_minus(value) if key.startswith("1-") else value)
             for key, value in params.items() if key in natural}
+
+
+def _one_minus(x: float) -> float:
+    # 1 - (1 - 0.1) is 0.09999999999999998 in floating point: round the last bits away so
+    # that β reads (and is trained, logged and exported) as written.
+    return float(f"{1.0 - x:.15g}")
 
 
 
@@ -338,7 +359,7 @@ def make_pruner(study: StudyConfig, max_epochs: int) -> optuna.pruners.BasePrune
     assert p.name == "none"
     return optuna.pruners.NopPruner()
 
-__all__ = ["METRICS", "PARAM_NAMES", "PointConfig", "PrunerConfig", "RangeConfig",
+__all__ = ["METRICS", "PARAM_NAMES", "GridConfig", "PointConfig", "PrunerConfig",
            "SamplerConfig", "SearchSpaceConfig", "StudyConfig", "StudyRunConfig",
            "first_difference", "from_optuna_params", "grid_values", "make_pruner", "make_sampler",
            "register", "suggest", "to_optuna_params", "to_study_config", "trial_settings"]

@@ -15,16 +15,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from src.config import Config
 from src.data import MNISTDataModule
 from src.model import Classifier, build_mlp
 from src.tracking import (
     EpochLogger,
-    flatten,
+    Interrupted,
+    log_config,
     log_metric_batch,
-    log_params,
     open_store,
     resolve_uri,
     run_lifecycle,
@@ -114,21 +113,27 @@ def train(config: Config, *, client: MlflowClient | None = None,
     run_id = start_run(client, config.tracking.experiment, run_name or config.tracking.run_name,
                        parent_run_id=parent_run_id, tags=tags)
     with run_lifecycle(client, run_id, stops):
-        resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
-        assert isinstance(resolved, dict)
-        log_params(client, run_id, flatten(resolved))
+        log_config(client, run_id, config)
         # Which bytes were trained on: runs on different data must look different.
         set_tags(client, run_id, {f"data.md5.{Path(p).name}": md5
                                   for p, md5 in datamodule.arrays.md5.items()})
-        client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.structured(config)), "config.yaml")
 
         pl.seed_everything(config.seed, workers=False, verbose=False)
         model = make_model(config, datamodule)
         logger = EpochLogger(client, run_id)
         clock = EpochClock()
         trainer = make_trainer(config, logger, [clock, *callbacks])
-        trainer.fit(model, datamodule=datamodule)
-        trainer.test(model, datamodule=datamodule, verbose=False)
+        try:
+            trainer.fit(model, datamodule=datamodule)
+            trainer.test(model, datamodule=datamodule, verbose=False)
+        except SystemExit:
+            # Lightning answers Ctrl-C and SIGTERM by cleaning up and exiting; give the
+            # interrupt back its name so every layer treats it as one.
+            if trainer.received_sigterm:
+                raise Interrupted("received signal SIGTERM") from None
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
         finished = time.perf_counter()
         first_epoch = clock.first_epoch_at or finished
         timing = {"time/startup_s": first_epoch - started, "time/train_s": finished - first_epoch}

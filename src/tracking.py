@@ -176,9 +176,10 @@ def run_lifecycle(client: MlflowClient, run_id: str,
     except (KeyboardInterrupt, Interrupted):
         client.set_terminated(run_id, "KILLED")
         raise
-    except SystemExit as exit_:
-        # Lightning answers Ctrl-C with sys.exit(1) after its own clean-up.
-        client.set_terminated(run_id, "FINISHED" if exit_.code in (0, None) else "KILLED")
+    except SystemExit:
+        # Nothing inside a run exits on success: a SystemExit here is a stop from outside
+        # (Lightning turns Ctrl-C and SIGTERM into exits after its own clean-up).
+        client.set_terminated(run_id, "KILLED")
         raise
     except BaseException as err:
         client.set_tag(run_id, "failure", mask_secrets(f"{type(err).__name__}: {err}")[:4000])
@@ -198,6 +199,30 @@ def start_run(client: MlflowClient, experiment: str, name: str | None,
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run = client.create_run(experiment_id(client, experiment), tags=all_tags, run_name=name)
     return run.info.run_id
+
+
+def close_orphans(client: MlflowClient, parent_run_id: str, status: str) -> int:
+    """End children of `parent_run_id` still RUNNING (their process died) with `status`."""
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    orphans = client.search_runs(
+        [experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' "
+        "and attributes.status = 'RUNNING'", max_results=10_000)
+    for run in orphans:
+        client.set_tag(run.info.run_id, "failure", "its worker process ended without "
+                       "closing the run (killed or crashed)")
+        client.set_terminated(run.info.run_id, status)
+    return len(orphans)
+
+
+def log_config(client: MlflowClient, run_id: str, config: Any) -> None:
+    """The resolved config: flat params (masked) and `config.yaml` (masked) as an artifact."""
+    from omegaconf import OmegaConf
+
+    node = config if OmegaConf.is_config(config) else OmegaConf.structured(config)
+    resolved = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(resolved, dict)
+    log_params(client, run_id, flatten(resolved))
+    client.log_text(run_id, mask_secrets(OmegaConf.to_yaml(node, resolve=True)), "config.yaml")
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:

@@ -1,0 +1,150 @@
+"""Faults, interrupts, concurrent writers, secrets: results kept, refusals explained."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from src.config import Config, DataConfig, TrackingConfig, TrainerConfig
+from src.run import train
+from src.tracking import mask_secrets, open_store
+from tests.conftest import REPO, mlflow_runs, run_entry
+
+
+def _start(args: list[str], store: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.3)
+
+
+def _runs_with_metrics(store: Path) -> int:
+    # Plain SQL: opening the store through MLflow while the child still creates it would race
+    # its schema migration.
+    try:
+        with sqlite3.connect(store / "mlflow.db", timeout=1) as db:
+            return db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
+                              "WHERE key = 'val/acc'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_a_run_killed_with_its_metrics(tiny_mnist: Path, store: Path,
+                                                   signum: int) -> None:
+    proc = _start([f"data.root={tiny_mnist}", "data.val_size=100", "trainer.max_epochs=500"],
+                  store)
+    try:
+        _wait_for(lambda: _runs_with_metrics(store) >= 1, proc)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert "Traceback" not in err
+    (run,) = mlflow_runs(store)
+    assert run.info.status == "KILLED"
+    assert "val/acc" in run.data.metrics and "train/loss" in run.data.metrics
+
+
+def test_sigterm_during_compare_leaves_nothing_running(tiny_mnist: Path, store: Path) -> None:
+    proc = _start(["+experiment=compare", f"data.root={tiny_mnist}", "data.val_size=100",
+                   "trainer.max_epochs=500", "compare.seeds=[0,1]", "compare.workers=2"], store)
+    try:
+        _wait_for(lambda: _runs_with_metrics(store) >= 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    runs = mlflow_runs(store)
+    assert len(runs) >= 3  # the parent and the children that had started
+    assert {r.info.status for r in runs} <= {"KILLED", "FAILED"}, [r.info.status for r in runs]
+
+
+_WRITER = """
+import sys
+from src.tracking import open_store, start_run, run_lifecycle, log_metric_batch
+client = open_store(sys.argv[1])
+run_id = start_run(client, "concurrency", f"writer-{sys.argv[2]}")
+with run_lifecycle(client, run_id):
+    for step in range(200):
+        log_metric_batch(client, run_id, {"a": step, "b": -step}, step=step, timestamp_ms=step)
+"""
+
+
+def test_four_concurrent_writers_lose_nothing(store: Path) -> None:
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    open_store(uri)  # as the pipelines do: the parent creates the store before workers start
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, uri, str(i)], cwd=REPO,
+                                stderr=subprocess.PIPE, text=True) for i in range(4)]
+    errors = [w.communicate(timeout=180)[1] for w in writers]
+    assert all(w.returncode == 0 for w in writers), errors
+    assert not any("locked" in e for e in errors)
+    client = MlflowClient(uri)
+    runs = mlflow_runs(store)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "a")
+        assert sorted(m.step for m in history) == list(range(200))
+
+
+def test_secrets_never_reach_mlflow(tiny_mnist: Path, store: Path) -> None:
+    secret_uri = "postgresql://alice:s3cr3t-pw@db.example:5432/mlflow"
+    config = Config(data=DataConfig(root=str(tiny_mnist), val_size=100, download=False),
+                    trainer=TrainerConfig(max_epochs=1), tracking=TrackingConfig(uri=secret_uri))
+    client = open_store(f"sqlite:///{store / 'mlflow.db'}")
+    outcome = train(config, client=client)
+    run = client.get_run(outcome.run_id)
+    assert run.data.params["tracking.uri"] == "postgresql://alice:***@db.example:5432/mlflow"
+    everything = str(run.data.params) + str(run.data.tags)
+    artifact = Path(client.download_artifacts(outcome.run_id, "config.yaml")).read_text()
+    assert "s3cr3t" not in everything + artifact
+    assert "alice:***@" in artifact
+
+
+def test_unreachable_tracking_server_is_one_masked_line(tiny_mnist: Path, store: Path) -> None:
+    done = run_entry("src.train", f"data.root={tiny_mnist}", "data.val_size=100", store=store,
+                     env={"MLFLOW_TRACKING_URI": "postgresql://bob:hunter2@127.0.0.1:9/x"})
+    assert done.returncode == 2
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot open the MLflow store postgresql://bob:***@")
+    assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_unwritable_store_is_one_line(tiny_mnist: Path, tmp_path: Path, store: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the store's folder should be")
+    done = run_entry("src.train", f"data.root={tiny_mnist}", "data.val_size=100", store=store,
+                     env={"MLFLOW_TRACKING_URI": f"sqlite:///{blocker}/mlruns/mlflow.db"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: cannot open the MLflow store")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("postgresql://u:p@h/db", "postgresql://u:***@h/db"),
+    ("mysql+pymysql://user:pa%40ss@host:3306/x", "mysql+pymysql://user:***@host:3306/x"),
+    ("http://h:5000/path", "http://h:5000/path"),
+    ("sqlite:////tmp/a.db", "sqlite:////tmp/a.db"),
+    ("see https://x:y@h and https://k:z@g", "see https://x:***@h and https://k:***@g"),
+])
+def test_mask_secrets(text: str, masked: str) -> None:
+    assert mask_secrets(text) == masked
