@@ -32,4 +32,4 @@ test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.run data.root=$(DATA) $(ARGS)
+	$(PY) -m benchmarks.run --data $(DATA) $(ARGS)
