@@ -15,6 +15,8 @@ reported to the trial after each validation so the pruner can stop it.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -25,7 +27,7 @@ import sqlite3
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -92,6 +94,29 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
 
 
+class _SQLiteStorage(optuna.storages.RDBStorage):
+    """RDBStorage whose trial state changes are serialized across processes by a lock file.
+
+    A worker claims an enqueued (WAITING) trial by reading its state and writing RUNNING.
+    Other databases lock the row (SELECT ... FOR UPDATE); SQLite ignores that, and Python's
+    sqlite3 runs the read outside any transaction, so two workers could both claim the same
+    trial (seen here: both ran trial 0). Every check-and-set goes through this method.
+    """
+
+    def __init__(self, url: str, lock_path: Path, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._lock_path = lock_path
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if the process dies
+            try:
+                return super().set_trial_state_values(trial_id, state, values)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def open_storage(study: StudyConfig) -> optuna.storages.RDBStorage:
     """The study's RDB storage with heartbeats (a dead worker's trial turns FAIL).
 
@@ -104,11 +129,14 @@ def open_storage(study: StudyConfig) -> optuna.storages.RDBStorage:
     try:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        heartbeat = {"heartbeat_interval": study.heartbeat_interval,
+                     "grace_period": study.grace_period}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 60}} if path else None,
-                heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period)
+            storage = (optuna.storages.RDBStorage(url, **heartbeat) if path is None else
+                       _SQLiteStorage(url, path.with_name(path.name + ".lock"),
+                                      engine_kwargs={"connect_args": {"timeout": 60}},
+                                      **heartbeat))
         if path is not None:
             with sqlite3.connect(path, timeout=60) as db:
                 if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -197,8 +225,11 @@ class SurplusTrial(Exception):
     """The study was already full when this trial started (two workers asked at once)."""
 
 
-class _QuietSurplus(logging.Filter):
-    """Drops Optuna's failure warnings (with traceback) for trials ended as surplus."""
+class _QuietTrials(logging.Filter):
+    """Drops Optuna's failure warnings for trials whose end is already printed in one line.
+
+    Surplus and interrupted trials: Optuna would log a traceback for each, in every worker.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -241,7 +272,9 @@ class PruneOnValidation(pl.Callback):
             return
         step = trainer.current_epoch + 1
         self.trial.report(float(value), step)
-        if self.trial.should_prune():
+        # Never after the last epoch: pruning saves nothing then, and would throw away a
+        # complete result that tells the sampler more than a pruned one.
+        if step < (trainer.max_epochs or step + 1) and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {step}: {self.monitor}="
                                      f"{float(value):.4g}")
 
@@ -262,15 +295,18 @@ class Objective:
     would keep proposing the α that diverged; a pruned trial with a NaN is ranked worst.
     """
 
-    def __init__(self, job: WorkerJob, client: MlflowClient, quiet: _QuietSurplus) -> None:
+    def __init__(self, job: WorkerJob, client: MlflowClient, quiet: _QuietTrials,
+                 turnstile: Turnstile) -> None:
         self.job = job
         self.client = client
         self.quiet = quiet
+        self.turnstile = turnstile
 
     def __call__(self, trial: optuna.Trial) -> float:
         from src.model import NonFiniteLoss
         from src.run import train
 
+        self.turnstile.release()  # this trial is RUNNING now: others may count it and go on
         s = self.job.config.study
         if self._study_full(trial):
             self.quiet.numbers.add(trial.number)
@@ -304,11 +340,12 @@ class Objective:
             reason = f"diverged: {err}"
             self._record(trial, monitor.run_id, TrialState.PRUNED, reason, point, started)
             raise optuna.TrialPruned(reason) from err
-        except (Interrupted, SystemExit) as stop:
+        except (KeyboardInterrupt, Interrupted, SystemExit) as stop:
             # Optuna marks a trial FAIL on Exception or KeyboardInterrupt only; anything else
             # would leave it RUNNING until its heartbeat runs out.
-            self._record(trial, monitor.run_id, TrialState.FAIL, f"interrupted: {stop}", point,
-                         started)
+            self.quiet.numbers.add(trial.number)
+            self._record(trial, monitor.run_id, TrialState.FAIL,
+                         f"interrupted: {str(stop) or type(stop).__name__}", point, started)
             raise KeyboardInterrupt(str(stop)) from stop
         except Exception as err:
             self._record(trial, monitor.run_id, TrialState.FAIL, f"{type(err).__name__}: {err}",
@@ -338,11 +375,42 @@ class Objective:
 
 # --- workers ---------------------------------------------------------------------------------
 
+class Turnstile:
+    """Lets one worker of this machine at a time from "is there room?" to its next trial.
+
+    Optuna creates the next trial (study.ask) between the callback that checks for room and
+    the objective; two workers finishing together would both see room for the last trial
+    and both start one. The lock is taken before the check and released by the objective,
+    once the new trial is RUNNING and counted. (Workers on other machines are not covered:
+    the objective's own check ends such a surplus trial as FAIL.) A lock file, so that a
+    killed holder releases it with its death.
+    """
+
+    def __init__(self, storage: str, study_name: str) -> None:
+        db = _sqlite_path(storage)
+        key = hashlib.sha256(f"{storage}\0{study_name}".encode()).hexdigest()[:16]
+        # Beside an SQLite file (not the storage's own lock: flock would block its holder).
+        self.path = (db.with_name(f"{db.name}.{study_name}.turn") if db is not None else
+                     Path(tempfile.gettempdir()) / f"optuna-study-{key}.turn")
+        self._held: Any = None
+
+    def acquire(self) -> None:
+        if self._held is None:
+            self._held = open(self.path, "a")  # noqa: SIM115 (held across calls on purpose)
+            fcntl.flock(self._held, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._held is not None:
+            fcntl.flock(self._held, fcntl.LOCK_UN)
+            self._held.close()
+            self._held = None
+
+
 def work(job: WorkerJob) -> None:
     """One worker: pull trials from the shared storage until the study is full."""
     s = job.config.study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    quiet = _QuietSurplus()
+    quiet = _QuietTrials()
     optimize_log = logging.getLogger("optuna.study._optimize")  # where failures are logged
     optimize_log.addFilter(quiet)
     storage = open_storage(s)
@@ -351,16 +419,25 @@ def work(job: WorkerJob) -> None:
                               pruner=make_pruner(s, job.config.trainer.max_epochs))
     client = open_store(resolve_uri(job.config.tracking.uri))
     poll = min(1.0, s.heartbeat_interval)
+    turnstile = Turnstile(storage_url(s), s.name)
+
+    def room() -> bool:
+        turnstile.acquire()  # held on True until the objective runs; released on False
+        if has_room(study, s.n_trials, poll):
+            return True
+        turnstile.release()
+        return False
 
     def stop_when_full(study: optuna.Study, trial: FrozenTrial) -> None:
-        if not has_room(study, s.n_trials, poll):
+        if not room():
             study.stop()
 
     try:
-        if has_room(study, s.n_trials, poll):
-            study.optimize(Objective(job, client, quiet), callbacks=[stop_when_full],
+        if room():
+            study.optimize(Objective(job, client, quiet, turnstile), callbacks=[stop_when_full],
                            catch=(SurplusTrial,), gc_after_trial=False)
     finally:
+        turnstile.release()
         optimize_log.removeFilter(quiet)
 
 
@@ -601,9 +678,11 @@ def run_study(config: StudyRunConfig) -> StudyOutcome:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shown = mask_secrets(storage_url(s))
     print(f"study {s.name!r}: storage {shown}", flush=True)
-    make_datamodule(config)  # a bad data.root fails here, before the storage is written
-    client = open_store(resolve_uri(config.tracking.uri))
+    # Everything that can be refused is checked before the study is written to: the data,
+    # the storage (a new one gets Optuna's empty tables), the MLflow store, the settings.
+    make_datamodule(config)
     storage = open_storage(s)
+    client = open_store(resolve_uri(config.tracking.uri))
     study, created = open_study(config, storage)
     fail_stale_trials(study)
     tally = counts(study)

@@ -42,7 +42,7 @@ def user_errors() -> Iterator[None]:
     except USER_ERRORS as err:
         fail(str(err))
     except (KeyboardInterrupt, Interrupted) as err:
-        fail(f"interrupted ({err or 'Ctrl-C'}); runs so far are recorded in MLflow",
+        fail(f"interrupted ({str(err) or 'Ctrl-C'}); runs so far are recorded in MLflow",
              EXIT_INTERRUPTED)
 
 
