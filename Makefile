@@ -15,14 +15,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -qq --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# MNIST's folder, unless ARGS picks another dataset (data=fashion_mnist finds its own).
+ROOT     = $(if $(findstring data=,$(ARGS)),,data.root=$(DATA))
+
 compare: $(STAMP)
-	$(PY) -m src.train +experiment=compare data.root=$(DATA) $(ARGS)
+	$(PY) -m src.train +experiment=compare $(ROOT) $(ARGS)
 
 train: $(STAMP)
-	$(PY) -m src.train data.root=$(DATA) $(ARGS)
+	$(PY) -m src.train $(ROOT) $(ARGS)
 
 study: $(STAMP)
-	$(PY) -m pipelines.study data.root=$(DATA) $(ARGS)
+	$(PY) -m pipelines.study $(ROOT) $(ARGS)
 
 ui: $(STAMP)
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -9,16 +9,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from pipelines.report import RunResult, write_report
+from pipelines.report import RunResult, write_internals, write_report
 from src.config import CompareConfig, Config, OptimizerConfig, arm_optimizer, to_config
 from src.run import make_datamodule
 from src.tracking import (
@@ -31,6 +32,8 @@ from src.tracking import (
     sigterm_as_interrupt,
     start_run,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ def log_report(client: MlflowClient, run_id: str, results: list[RunResult],
         report = write_report(results, arms, Path(tmp), labels=labels,
                               compare=contrast if len(contrast) == 2 else None,
                               metric=compare.metric)
+        write_internals(results, arms, Path(tmp), labels=labels)  # when internals.enabled
         client.log_artifacts(run_id, tmp, "report")
     log_metric_batch(client, run_id, report.summary, step=0, timestamp_ms=_now_ms())
     where = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/report"
@@ -150,6 +154,30 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def run_under_parent(config: Config, jobs: list[Job], workers: int, kind: str, headline: str,
+                     report: Callable[[MlflowClient, str, list[RunResult]], T],
+                     ) -> tuple[list[RunResult], T]:
+    """Run `jobs` as children of one new MLflow parent run, then `report` onto the parent."""
+    make_datamodule(config)  # a bad data.root fails here, before any MLflow run exists
+    client = open_store(resolve_uri(config.tracking.uri))
+    parent = start_run(client, config.tracking.experiment, config.tracking.run_name or kind,
+                       tags={"pipeline": kind})
+    print(f"{headline}; MLflow parent run {parent}", flush=True)
+    with run_lifecycle(client, parent):
+        log_config(client, parent, config)
+        try:
+            results = run_jobs(jobs, workers, parent)
+        except BaseException as err:
+            # A worker that was killed outright could not close its own run.
+            close_orphans(client, parent, "FAILED" if isinstance(err, Exception) else "KILLED")
+            raise
+        reported = report(client, parent, results)
+    for r in results:
+        if r.status != "FINISHED":
+            print(f"warning: {r.arm} seed={r.seed} did not finish: {r.status}", flush=True)
+    return results, reported
+
+
 def main(cfg: DictConfig) -> float | None:
     config = to_config(cfg)
     compare = config.compare
@@ -157,30 +185,17 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit("pipelines.compare needs a `compare:` section (+experiment=compare)")
     jobs = plan(config)
     workers = min(compare.workers or os.cpu_count() or 1, len(jobs))
-    make_datamodule(config)  # a bad data.root fails here, before any MLflow run exists
-    client = open_store(resolve_uri(config.tracking.uri))
     labels = {arm.name: arm_label(config.optimizer, arm_optimizer(config.optimizer, arm))
               for arm in compare.arms}
-    parent = start_run(client, config.tracking.experiment, config.tracking.run_name or "compare",
-                       tags={"pipeline": "compare"})
-    print(f"compare: {len(compare.arms)} arms × {len(compare.seeds)} seeds = {len(jobs)} runs, "
-          f"{workers} worker processes; MLflow parent run {parent}", flush=True)
-    with run_lifecycle(client, parent):
-        log_config(client, parent, cfg)
-        try:
-            results = run_jobs(jobs, workers, parent)
-        except BaseException as err:
-            # A worker that was killed outright could not close its own run.
-            close_orphans(client, parent, "FAILED" if isinstance(err, Exception) else "KILLED")
-            raise
-        verdict, where = log_report(client, parent, results, compare, labels)
-    failed = [r for r in results if r.status != "FINISHED"]
-    for r in failed:
-        print(f"warning: {r.arm} seed={r.seed} did not finish: {r.status}", flush=True)
+    headline = (f"compare: {len(compare.arms)} arms × {len(compare.seeds)} seeds = {len(jobs)} "
+                f"runs, {workers} worker processes")
+    _, (verdict, where) = run_under_parent(
+        config, jobs, workers, "compare", headline,
+        lambda client, parent, results: log_report(client, parent, results, compare, labels))
     print(f"report: {where}", flush=True)
     if verdict:
         print(f"verdict: {verdict}", flush=True)
     return None
 
 
-__all__ = ["Job", "arm_label", "main", "plan", "run_jobs"]
+__all__ = ["Job", "arm_label", "main", "plan", "run_jobs", "run_under_parent"]

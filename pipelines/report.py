@@ -81,6 +81,15 @@ __all__ = [
     "welch_test",
     "write_report",
     "write_tables",
+    # Adam's internals and grids
+    "grid_table",
+    "has_internals",
+    "internals_table",
+    "plot_beta_heatmap",
+    "plot_bias_correction",
+    "plot_internals",
+    "write_grid_report",
+    "write_internals",
 ]
 
 FINISHED = "FINISHED"
@@ -752,3 +761,448 @@ def write_report(
             text = verdict(d, metric, c.label_a, c.label_b, alpha=alpha)
     summary = {k: float(v) for k, v in summary.items() if math.isfinite(v)}
     return Report(figure, table_md, table_csv, text, summary)
+
+
+# --------------------------------------------------------------------------- Adam's internals
+#
+# Runs with `internals.enabled=true` log `internals/*` per epoch (src.internals): quantiles
+# over parameter elements of the effective step, of 1/(√v̂+ε) and of the update-to-weight
+# ratio. The figure shows, per arm, the mean over seeds of the median with the mean p10–p90
+# range shaded; the table the same numbers at the last logged epoch.
+
+INTERNALS_PANELS: tuple[tuple[str, str], ...] = (
+    ("step", "effective step |α·m̂/(√v̂+ε)|"),
+    ("inv_sqrt_v", "1/(√v̂+ε)"),
+    ("update_ratio", "update/weight |Δθ|/|θ|"),
+)
+_INTERNALS = "internals/"
+
+
+def has_internals(results: Sequence[RunResult]) -> bool:
+    """Whether any FINISHED run logged `internals/*` (i.e. ran with internals enabled)."""
+    return any(k.startswith(_INTERNALS) for r in _finished(results) for k in r.history)
+
+
+def _internals_series(results: Sequence[RunResult], arm: str, key: str
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, mean over seeds per logged epoch) of `internals/<key>` for one arm."""
+    runs = [r for r in _finished(results) if r.arm == arm and r.history.get(_INTERNALS + key)]
+    if not runs:
+        return np.empty(0), np.empty(0)
+    mean, _, _ = band([r.history[_INTERNALS + key] for r in runs])
+    longest = max(runs, key=lambda r: len(r.history[_INTERNALS + key]))
+    epochs = longest.history.get(_INTERNALS + "epoch") or list(range(1, mean.size + 1))
+    return np.asarray(epochs[: mean.size], dtype=float), mean
+
+
+def plot_internals(
+    results: Sequence[RunResult],
+    arms: Sequence[str],
+    path: Path,
+    labels: Mapping[str, str] | None = None,
+    colors: Mapping[str, str] | None = None,
+    bands: bool | None = None,
+) -> Path:
+    """One PNG, a log-scale panel per distribution: median (line) and p10–p90 (shaded;
+    ``bands=None`` shades them for up to 4 arms, beyond which they would hide each other)."""
+    bands = len(arms) <= 4 if bands is None else bands
+    arm_colors = _arm_colors(arms, labels, colors)
+    fig = Figure(figsize=(5.2 * len(INTERNALS_PANELS), 4.2), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(INTERNALS_PANELS), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, INTERNALS_PANELS, strict=True):
+        drawn = False
+        p10_lows: list[float] = []  # to bound the axis below
+        p50_lows: list[float] = []
+        for arm in arms:
+            epochs, p50 = _internals_series(results, arm, f"{key}_p50")
+            if not epochs.size:
+                continue
+            _, p10 = _internals_series(results, arm, f"{key}_p10")
+            _, p90 = _internals_series(results, arm, f"{key}_p90")
+            color = arm_colors[arm]
+            ax.plot(epochs, p50, color=color, lw=1.8, marker="o", ms=3.5,
+                    label=f"{_label(arm, labels)}")
+            if bands and p10.size == p50.size and p90.size == p50.size:
+                # p10 can be 0 (a step of exactly 0): clip to the log axis' visible range.
+                low = np.where(p10 > 0, p10, np.nan)
+                ax.fill_between(epochs, low, p90, color=color, alpha=0.18, lw=0)
+                p10_lows += [float(np.nanmin(low))] if np.isfinite(low).any() else []
+            finite = p50[np.isfinite(p50) & (p50 > 0)]
+            p50_lows += [float(finite.min())] if finite.size else []
+            drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if drawn:
+            ax.set_yscale("log")
+            if p50_lows:
+                # A p10 can sit 20 decades down (m_t of a weight that has not seen a gradient
+                # for a long time decays geometrically): show at most 3 decades below the
+                # lowest median and let the band run off the axis.
+                ax.set_ylim(bottom=max(min(p10_lows, default=0.0), min(p50_lows) / 1e3))
+            ax.legend(loc="best", fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    shaded = ", 10th–90th percentile (shaded)" if bands else ""
+    fig.suptitle("Adam's internals over parameter elements at the end of each epoch: median "
+                 f"(line){shaded}; mean over seeds", fontsize="medium")
+    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
+
+
+def internals_table(
+    results: Sequence[RunResult], arms: Sequence[str], labels: Mapping[str, str] | None = None
+) -> list[dict]:
+    """Per arm, the mean over seeds of every `internals/*` value at the last logged epoch."""
+    keys = [f"{k}_{q}" for k, _ in INTERNALS_PANELS for q in ("p10", "p50", "p90")]
+    keys += ["update_norm_ratio", "frozen_frac"]
+    rows: list[dict] = []
+    for arm in arms:
+        row: dict = {"arm": arm, "label": _label(arm, labels)}
+        runs = [r for r in _finished(results) if r.arm == arm]
+        row["n"] = sum(1 for r in runs if r.history.get(_INTERNALS + "step_p50"))
+        epochs = [r.history[_INTERNALS + "epoch"][-1] for r in runs
+                  if r.history.get(_INTERNALS + "epoch")]
+        row["epoch"] = max(epochs) if epochs else _NAN
+        for key in keys:
+            values = [r.history[_INTERNALS + key][-1] for r in runs
+                      if r.history.get(_INTERNALS + key)]
+            row[key] = summarize(values).mean
+        rows.append(row)
+    return rows
+
+
+def _sci(x: float) -> str:
+    return f"{x:.2e}" if math.isfinite(x) else "n/a"
+
+
+def write_internals(
+    results: Sequence[RunResult],
+    arms: Sequence[str],
+    out_dir: Path,
+    labels: Mapping[str, str] | None = None,
+    colors: Mapping[str, str] | None = None,
+) -> Path | None:
+    """`internals.png`, `internals.md`, `internals.csv` in ``out_dir`` when the runs logged
+    internals (see :func:`has_internals`); returns the figure's path, else None."""
+    if not has_internals(results):
+        return None
+    out_dir = Path(out_dir)
+    figure = plot_internals(results, arms, out_dir / "internals.png", labels, colors)
+    rows = internals_table(results, arms, labels)
+    md = [
+        "# Adam's internals",
+        "",
+        "At the last logged epoch, over parameter elements (src.internals), mean over seeds: "
+        "p10 / **median** / p90 of the effective step |α·m̂/(√v̂+ε)|, of 1/(√v̂+ε) and of the "
+        "element-wise update-to-weight ratio |Δθ|/|θ|; ‖Δθ‖/‖θ‖ over all weights; and the "
+        "fraction of elements with v = 0 (left out of the percentiles).",
+        "",
+        "| Arm | n | epoch | step | 1/(√v̂+ε) | \\|Δθ\\|/\\|θ\\| | ‖Δθ‖/‖θ‖ | v = 0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = [
+            " / ".join((_sci(r[f"{k}_p10"]), f"**{_sci(r[f'{k}_p50'])}**", _sci(r[f"{k}_p90"])))
+            for k, _ in INTERNALS_PANELS
+        ]
+        frozen = f"{r['frozen_frac'] * 100:.1f} %" if math.isfinite(r["frozen_frac"]) else "n/a"
+        epoch = f"{r['epoch']:.0f}" if math.isfinite(r["epoch"]) else "n/a"
+        lines = [_md_cell(r["label"]), str(r["n"]), epoch, *cells,
+                 _sci(r["update_norm_ratio"]), frozen]
+        md.append("| " + " | ".join(lines) + " |")
+    md.append("")
+    _atomic_write(out_dir / "internals.md", lambda fh: fh.write("\n".join(md)))
+    fields = list(rows[0]) if rows else ["arm"]
+    _atomic_write(out_dir / "internals.csv", lambda fh: _write_csv(fh, fields, rows))
+    return figure
+
+
+# --------------------------------------------------------------------------- grids
+#
+# A grid (pipelines.grid) is a comparison whose arms are every combination of a few
+# optimizer settings; `cells` maps each arm to its coordinates, e.g.
+# {"beta1": 0.9, "beta2": 0.999, "lr": 0.001, "bias_correction": True}.
+
+GRID_METRICS: tuple[str, ...] = ("val/loss", "val/acc", "test/acc")
+_CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over 10 classes
+_EPOCH1 = ("val/loss", "val/acc")  # also summarised after the first epoch (history[0])
+
+
+def grid_table(
+    results: Sequence[RunResult], cells: Mapping[str, Mapping[str, object]],
+    metrics: Sequence[str] = GRID_METRICS,
+) -> list[dict]:
+    """One row per cell: coordinates, runs / finished, and per metric mean, std and n over
+    FINISHED runs (final values; `<metric>@1` for the value after the first epoch)."""
+    rows: list[dict] = []
+    for arm, coords in cells.items():
+        runs = [r for r in results if r.arm == arm]
+        finished = _finished(runs)
+        row: dict = {"arm": arm, **coords, "runs": len(runs), "finished": len(finished)}
+        columns = [(m, [r.final[m] for r in finished if m in r.final]) for m in metrics]
+        columns += [(f"{m}@1", [r.history[m][0] for r in finished if r.history.get(m)])
+                    for m in _EPOCH1]
+        for name, values in columns:
+            s = summarize(values)
+            row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"] = s.mean, s.std, s.n
+        rows.append(row)
+    return rows
+
+
+def _grid_axis(values: Sequence[float]) -> np.ndarray:
+    """−log10(1−β): the coordinate in which β grids (0.9, 0.99, 0.999, …) are evenly spaced."""
+    return -np.log10(1.0 - np.asarray(values, dtype=float))
+
+
+def _boundary(beta1s: Sequence[float], beta2s: Sequence[float], power: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Cell coordinates (x: β2 index, y: β1 index) of the curve β1 = β2**power, interpolated
+    between cell centres in −log10(1−β); NaN where β1 is outside the grid's range."""
+    u1, u2 = _grid_axis(beta1s), _grid_axis(beta2s)
+    u = np.linspace(u2[0], u2[-1], 600)
+    beta2 = 1.0 - 10.0 ** (-u)
+    beta1 = beta2**power
+    x = np.interp(u, u2, np.arange(len(beta2s)))
+    y = np.interp(_grid_axis(np.minimum(beta1, 1 - 1e-15)), u1, np.arange(len(beta1s)))
+    y[(beta1 < beta1s[0] - 1e-9) | (beta1 > beta1s[-1] + 1e-9)] = np.nan
+    return x, y
+
+
+def plot_beta_heatmap(
+    rows: Sequence[Mapping], path: Path, metrics: Sequence[str] = ("val/loss", "val/acc"),
+    title: str | None = None,
+) -> Path:
+    """β1 × β2 heatmaps of final ``metrics`` (mean over seeds, annotated with ± std), with
+    the convergence boundaries β1 = √β2 (Zhang et al. 2022) and β1²/√β2 = 1 (Kingma & Ba
+    2014) overlaid. ``rows`` come from :func:`grid_table` and must share every other
+    coordinate. A cell whose runs all diverged is grey and says so."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    beta1s = sorted({float(r["beta1"]) for r in rows})
+    beta2s = sorted({float(r["beta2"]) for r in rows})
+    by_cell = {(float(r["beta1"]), float(r["beta2"])): r for r in rows}
+    fig = Figure(figsize=(0.95 * len(beta2s) * len(metrics) + 1.6 * len(metrics) + 0.6,
+                          0.75 * len(beta1s) + 2.4), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        acc = _is_accuracy(metric)
+        scale = 100.0 if acc else 1.0
+        grid = np.full((len(beta1s), len(beta2s)), np.nan)
+        for (b1, b2), r in by_cell.items():
+            grid[beta1s.index(b1), beta2s.index(b2)] = r.get(f"{metric}_mean", _NAN) * scale
+        # Colour: loss on a log scale capped at chance level (a diverged 1e19 would flatten
+        # the rest); accuracy by its error rate 100 − acc on a log scale, so that 97.5 % vs
+        # 96 % shows as clearly as 90 % vs 30 %. Good is yellow in both panels.
+        shade = 100.0 - grid if acc else grid
+        finite = shade[np.isfinite(shade) & (shade > 0)]
+        norm: Normalize
+        if finite.size and finite.min() < finite.max():
+            top = finite.max() if acc else min(finite.max(), max(_CHANCE_LOSS, finite.min() * 2))
+            norm = LogNorm(finite.min(), top, clip=True)
+        else:
+            norm = Normalize(0, 1)
+        ax.set_facecolor("0.85")
+        image = ax.imshow(np.ma.masked_invalid(np.where(shade > 0, shade, np.nan)),
+                          origin="lower", cmap="viridis_r", norm=norm, aspect="auto")
+        cbar = fig.colorbar(image, ax=ax, shrink=0.9, extend="neither" if acc else "max")
+        if acc and isinstance(norm, LogNorm):
+            ticks = [e for e in (1, 2, 3, 5, 10, 20, 50, 90) if norm.vmin <= e <= norm.vmax]
+            cbar.set_ticks(ticks, labels=[f"{100 - e:g}" for e in ticks])
+            cbar.minorticks_off()
+        cbar.set_label(f"final {metric}" + (" (%)" if acc else ""))
+        for (b1, b2), r in by_cell.items():
+            i, j = beta1s.index(b1), beta2s.index(b2)
+            value, std = grid[i, j], r.get(f"{metric}_std", _NAN) * scale
+            if math.isfinite(value):
+                big = abs(value) >= 1000
+                text = (f"{value:.1f}\n±{std:.1f}" if acc else
+                        f"{value:.2g}\n±{std:.2g}" if big else f"{value:.3f}\n±{std:.3f}")
+                rgba = image.cmap(norm(shade[i, j])) if shade[i, j] > 0 else (1, 1, 1, 1)
+                dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+                color = "white" if dark else "black"
+            else:
+                text, color = "diverged", "black"
+            if r.get("finished", 0) < r.get("runs", 0):
+                text += f"\n({r['finished']}/{r['runs']} finished)"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+        if len(beta1s) > 1 and len(beta2s) > 1:
+            for power, style, label in (
+                (0.5, "-", "β1 = √β2 (Zhang et al. 2022)"),
+                (0.25, "--", "β1²/√β2 = 1 (Kingma & Ba 2014)"),
+            ):
+                x, y = _boundary(beta1s, beta2s, power)
+                ax.plot(x, y, style, color="crimson", lw=2.0, label=label)
+            ax.set_xlim(-0.5, len(beta2s) - 0.5)
+            ax.set_ylim(-0.5, len(beta1s) - 0.5)
+        ax.set_xticks(range(len(beta2s)), [f"{b:g}" for b in beta2s])
+        ax.set_yticks(range(len(beta1s)), [f"{b:g}" for b in beta1s])
+        ax.set_xlabel("β2")
+        ax.set_ylabel("β1")
+        ax.set_title(f"final {_NICE_TITLES.get(metric, metric).lower()}")
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize="small",
+                   title="convergence boundaries: below a curve (β1 smaller) is the safe side",
+                   title_fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
+
+
+def plot_bias_correction(
+    rows: Sequence[Mapping], path: Path, metrics: Sequence[str] = ("val/loss", "val/acc"),
+) -> Path:
+    """The paper's §6.4 picture: ``metrics`` (columns) after the first and after the last
+    epoch (rows; a pair of rows per β1 if several) against α on a log axis, a colour per β2,
+    solid with bias correction and dashed without; error bars ± std over seeds. Cells whose
+    runs all diverged have no point."""
+    beta1s = sorted({float(r["beta1"]) for r in rows})
+    beta2s = sorted({float(r["beta2"]) for r in rows})
+    panel_rows = [(b1, suffix, when) for b1 in beta1s
+                  for suffix, when in (("@1", "after epoch 1"), ("", "after the last epoch"))]
+    fig = Figure(figsize=(5.0 * len(metrics), 3.3 * len(panel_rows) + 0.9), dpi=120,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panel_rows), len(metrics), squeeze=False)
+    colors = dict(zip(beta2s, _TAB10, strict=False))
+    for row_axes, (b1, suffix, when) in zip(axes, panel_rows, strict=True):
+        for ax, metric in zip(row_axes, metrics, strict=True):
+            key = metric + suffix
+            scale = 100.0 if _is_accuracy(metric) else 1.0
+            drawn: list[float] = []
+            for b2 in beta2s:
+                for corrected, style in ((True, "-"), (False, "--")):
+                    points = sorted(
+                        (float(r["lr"]), r[f"{key}_mean"] * scale, r[f"{key}_std"] * scale)
+                        for r in rows
+                        if float(r["beta1"]) == b1 and float(r["beta2"]) == b2
+                        and bool(r["bias_correction"]) == corrected
+                        and math.isfinite(r[f"{key}_mean"]))
+                    if not points:
+                        continue
+                    lr, mean, std = (np.asarray(c) for c in zip(*points, strict=True))
+                    ax.errorbar(lr, mean, yerr=std, fmt=style, marker="o", ms=3.5, capsize=2,
+                                color=colors[b2], lw=1.6,
+                                label=f"β2={b2:g}, {'with' if corrected else 'without'}")
+                    drawn += list(mean)
+            ax.set_xscale("log")
+            ax.set_xlabel("α (lr)")
+            ax.set_ylabel(f"{metric} (%)" if scale != 1.0 else metric)
+            if _lower_is_better(metric) and drawn and min(drawn) > 0 and \
+                    max(drawn) / min(drawn) > 3:
+                ax.set_yscale("log")
+            ax.set_title(f"{metric} {when}" + (f", β1={b1:g}" if len(beta1s) > 1 else ""),
+                         fontsize="medium")
+            ax.grid(True, alpha=0.3, which="both")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=len(beta2s),
+                   fontsize="small", title="solid: with bias correction, dashed: without",
+                   title_fontsize="small")
+    fig.suptitle("Bias correction (Kingma & Ba §6.4 design): mean ± std over seeds",
+                 fontsize="medium")
+    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
+
+
+def _mean_std(row: Mapping, key: str, acc: bool) -> str:
+    mean, std = row.get(f"{key}_mean", _NAN), row.get(f"{key}_std", _NAN)
+    if not math.isfinite(mean):
+        return "diverged" if row.get("finished", 0) == 0 else "n/a"
+    text = (f"{mean * 100:.2f} ± {std * 100:.2f}" if acc else
+            f"{mean:.3g} ± {std:.3g}" if abs(mean) >= 1000 else f"{mean:.4f} ± {std:.4f}")
+    if row.get("finished", 0) < row.get("runs", 0):
+        text += f" ({row['finished']}/{row['runs']})"
+    return text
+
+
+def beta_matrix_md(rows: Sequence[Mapping], metric: str) -> list[str]:
+    """A Markdown matrix (β1 rows × β2 columns) of ``metric``: mean ± std over seeds."""
+    beta1s = sorted({float(r["beta1"]) for r in rows})
+    beta2s = sorted({float(r["beta2"]) for r in rows})
+    by_cell = {(float(r["beta1"]), float(r["beta2"])): r for r in rows}
+    acc = _is_accuracy(metric)
+    lines = [f"| β1 \\ β2 | {' | '.join(f'{b:g}' for b in beta2s)} |",
+             "|---|" + "---:|" * len(beta2s)]
+    for b1 in beta1s:
+        cells = []
+        for b2 in beta2s:
+            r = by_cell.get((b1, b2))
+            text = _mean_std(r, metric, acc) if r is not None else ""
+            if r is not None and b1 >= math.sqrt(b2):
+                text += " †"
+            cells.append(text)
+        lines.append(f"| **{b1:g}** | {' | '.join(cells)} |")
+    return lines
+
+
+def bias_correction_md(rows: Sequence[Mapping], results: Sequence[RunResult],
+                       metric: str = "val/loss") -> list[str]:
+    """A Markdown table per (β1, β2, α): ``metric`` after epoch 1 and at the end, with and
+    without bias correction, and Welch's test of the final difference (without − with)."""
+    acc = _is_accuracy(metric)
+    unit = " (%)" if acc else ""
+    lines = [f"| β1 | β2 | α | {metric}{unit} @1 with | @1 without | final with | "
+             "final without | Δ final (without − with) | Welch p |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pairs: dict[tuple[float, float, float], dict[bool, Mapping]] = {}
+    for r in rows:
+        key = (float(r["beta1"]), float(r["beta2"]), float(r["lr"]))
+        pairs.setdefault(key, {})[bool(r["bias_correction"])] = r
+    for (b1, b2, lr), pair in sorted(pairs.items()):
+        on, off = pair.get(True, {}), pair.get(False, {})
+        d = welch_test(_finals(results, off.get("arm", ""), metric),
+                       _finals(results, on.get("arm", ""), metric))
+        delta = _fmt_value(metric, d.mean_diff, True) if math.isfinite(d.mean_diff) else "n/a"
+        lines.append(
+            f"| {b1:g} | {b2:g} | {lr:g} | {_mean_std(on, metric + '@1', acc)} | "
+            f"{_mean_std(off, metric + '@1', acc)} | {_mean_std(on, metric, acc)} | "
+            f"{_mean_std(off, metric, acc)} | {delta} | {format_p(d.p_value)} |")
+    return lines
+
+
+def write_grid_report(
+    results: Sequence[RunResult],
+    cells: Mapping[str, Mapping[str, object]],
+    out_dir: Path,
+) -> list[Path]:
+    """`grid.csv` (a row per cell, see :func:`grid_table`), `grid.md` and the figures the grid's
+    shape calls for: `heatmap.png` when β1 and β2 both vary (one per combination of the other
+    coordinates: `heatmap_<...>.png`), `bias_correction.png` when bias correction is varied.
+    Returns the paths of the figures written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = grid_table(results, cells)
+    axes = {k for coords in cells.values() for k in coords}
+    varied = {k for k in axes if len({c.get(k) for c in cells.values()}) > 1}
+    figures: list[Path] = []
+    md = ["# Grid", "",
+          f"{len(cells)} cells, {len(results)} runs. Mean ± std over seeds of FINISHED runs; "
+          "accuracies in %; `(k/n)`: only k of n seeds finished (the others diverged).", ""]
+
+    if {"beta1", "beta2"} <= varied:
+        others = sorted(varied - {"beta1", "beta2"})
+        groups: dict[tuple, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(tuple(r.get(k) for k in others), []).append(r)
+        for values, group in groups.items():
+            where = ", ".join(f"{k}={v}" for k, v in zip(others, values, strict=True))
+            name = "heatmap" + "".join(f"_{k}={v}" for k, v in zip(others, values, strict=True))
+            figures.append(plot_beta_heatmap(group, out_dir / f"{_mlflow_key(name)}.png",
+                                             title=where or None))
+            for metric in ("val/loss", "val/acc"):
+                md += [f"## Final {metric}" + (f" ({where})" if where else ""), "",
+                       *beta_matrix_md(group, metric), ""]
+        md += ["†: β1 ≥ √β2, outside the region where Zhang et al. (2022) show convergence.", ""]
+    if "bias_correction" in varied and {"beta1", "beta2", "lr"} <= axes:
+        figures.append(plot_bias_correction(rows, out_dir / "bias_correction.png"))
+        for metric in ("val/loss", "val/acc"):
+            md += [f"## Bias correction: {metric}", "", *bias_correction_md(rows, results, metric),
+                   ""]
+
+    fields = list(rows[0]) if rows else ["arm"]
+    _atomic_write(out_dir / "grid.csv", lambda fh: _write_csv(fh, fields, rows))
+    _atomic_write(out_dir / "grid.md", lambda fh: fh.write("\n".join(md)))
+    return figures

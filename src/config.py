@@ -33,7 +33,9 @@ def _finite(x: float) -> bool:
 @dataclass
 class DataConfig:
     name: str = "mnist"  # a key of src.data.DATASETS
-    root: str = "data/mnist"  # relative paths are taken from the project root
+    # Relative paths are taken from the project root; null: the dataset's default location
+    # (src.data.default_root: a system copy such as Debian's, else data/<name>).
+    root: str | None = "data/mnist"
     download: bool = True
     val_size: int = 5000  # carved from the 60k training images with a seeded permutation
     batch_size: int = 32
@@ -41,10 +43,12 @@ class DataConfig:
     limit_train: int | None = None  # keep only this many training images (tests, smoke runs)
 
     def __post_init__(self) -> None:
-        from src.data import DATASETS  # lazy: the data module pulls in torch
+        from src.data import DATASETS, default_root  # lazy: the data module pulls in torch
 
         _require(self.name in DATASETS, f"data.name={self.name!r}: expected one of "
                  f"{sorted(DATASETS)}")
+        if self.root is None:
+            self.root = default_root(self.name)
         _require(self.val_size > 0, f"data.val_size={self.val_size}: must be > 0")
         _require(self.batch_size > 0, f"data.batch_size={self.batch_size}: must be > 0")
         _require(self.eval_batch_size > 0,
@@ -115,6 +119,23 @@ class TrainerConfig:
 
 
 @dataclass
+class InternalsConfig:
+    """Adam's internals (src.internals.AdamInternals): per-parameter step, 1/(√v̂+ε) and
+    update-to-weight ratio, logged as `internals/*` quantiles at the end of training epochs."""
+
+    enabled: bool = False  # off: no callback is attached at all
+    every_n_epochs: int = 1  # also logged after the last epoch
+    # Percentiles are exact up to this many parameter elements, else over a seeded sample.
+    max_elements: int = 1 << 18
+
+    def __post_init__(self) -> None:
+        _require(self.every_n_epochs >= 1,
+                 f"internals.every_n_epochs={self.every_n_epochs}: must be >= 1")
+        _require(1 <= self.max_elements <= 1 << 24,
+                 f"internals.max_elements={self.max_elements}: must be in [1, 2**24]")
+
+
+@dataclass
 class TrackingConfig:
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db
     experiment: str = "mnist-adam"
@@ -153,6 +174,35 @@ class CompareConfig:
 
 
 @dataclass
+class GridConfig:
+    """A grid of optimizer settings (pipelines.grid): every combination of the lists is one arm,
+    trained with every seed. `lr` / `bias_correction` null: the optimizer section's value."""
+
+    beta1: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.9, 0.99])
+    beta2: list[float] = field(default_factory=lambda: [0.1, 0.5, 0.9, 0.99, 0.999, 0.9999])
+    lr: list[float] | None = None
+    bias_correction: list[bool] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    workers: int | None = None  # None: one process per CPU core
+
+    def __post_init__(self) -> None:
+        for key in ("beta1", "beta2", "lr", "bias_correction", "seeds"):
+            values = getattr(self, key)
+            if values is None:
+                continue
+            _require(len(values) > 0, f"grid.{key} is empty: give at least one value")
+            _require(len(set(values)) == len(values), f"grid.{key}={list(values)}: values repeat")
+        for key in ("beta1", "beta2"):
+            for i, beta in enumerate(getattr(self, key)):
+                _require(_finite(beta) and 0.0 <= beta < 1.0,
+                         f"grid.{key}[{i}]={beta}: {key} must be in [0, 1)")
+        for i, lr in enumerate(self.lr or []):
+            _require(_finite(lr) and lr > 0, f"grid.lr[{i}]={lr}: must be a number > 0")
+        _require(self.workers is None or self.workers >= 1,
+                 f"grid.workers={self.workers}: must be >= 1")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -164,6 +214,8 @@ class Config:
     # many trainings (e.g. pipelines.compare.main), so this package never imports pipelines.
     pipeline: str | None = None
     compare: CompareConfig | None = None
+    grid: GridConfig | None = None  # set by +experiment=beta_grid / bias_correction
+    internals: InternalsConfig = field(default_factory=InternalsConfig)
 
 
 def register() -> None:

@@ -63,6 +63,12 @@ class DatasetSpec:
     md5: Mapping[str, str]  # file name -> published MD5; checked for downloads only
     mirrors: tuple[str, ...]
     num_classes: int = 10
+    # Folders where a system package installs the files (e.g. Debian's dataset-fashion-mnist):
+    # `default_root` prefers them to downloading.
+    system_roots: tuple[str, ...] = ()
+    # role -> MD5 of the uncompressed IDX bytes: identifies a genuine copy that was re-gzipped
+    # (Debian's files differ from the published .gz MD5s but not in content).
+    raw_md5: Mapping[str, str] = field(default_factory=dict)
 
 
 _MNIST_FILES = {
@@ -98,6 +104,13 @@ FASHION_MNIST = DatasetSpec(
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    system_roots=("/usr/share/datasets/fashion-mnist",),
+    raw_md5={
+        "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
+        "test_images": "8181f5470baa50b63fa0f6fddb340f0a",
+        "test_labels": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
 )
 
 DATASETS: dict[str, DatasetSpec] = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
@@ -250,6 +263,17 @@ def locate_files(spec: DatasetSpec, root: Path) -> dict[str, Path]:
                 found[role] = candidate
                 break
     return found
+
+
+def default_root(name: str) -> str:
+    """Where dataset `name` is read from when `data.root` is null: the first of its
+    `system_roots` that holds all four files, else `data/<name>` (downloaded there if missing).
+    """
+    spec = DATASETS[name]
+    for root in spec.system_roots:
+        if len(locate_files(spec, Path(root))) == len(spec.files):
+            return root
+    return f"data/{name}"
 
 
 def _put_files_hint(spec: DatasetSpec, root: Path) -> str:

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from src.config import Config
 from src.data import MNISTDataModule
+from src.internals import AdamInternals
 from src.model import Classifier, build_mlp
 from src.tracking import (
     EpochLogger,
@@ -74,6 +75,14 @@ def make_model(config: Config, datamodule: MNISTDataModule) -> Classifier:
     return Classifier(net, config.optimizer, m.num_classes, config.data.batch_size)
 
 
+def internals_callbacks(config: Config) -> list[pl.Callback]:
+    """Adam's internals logger when `internals.enabled` (off: nothing attached, nothing paid)."""
+    i = config.internals
+    if not i.enabled:
+        return []
+    return [AdamInternals(i.every_n_epochs, i.max_elements, seed=config.seed)]
+
+
 def make_trainer(config: Config, logger: pl.loggers.Logger | bool,
                  callbacks: Sequence[pl.Callback], **overrides: object) -> pl.Trainer:
     options: dict[str, object] = dict(
@@ -81,7 +90,8 @@ def make_trainer(config: Config, logger: pl.loggers.Logger | bool,
         accelerator=config.trainer.accelerator,
         devices=1,
         logger=logger,
-        callbacks=list(callbacks),
+        # Internals first: its epoch-end work then falls inside any epoch timing of `callbacks`.
+        callbacks=[*internals_callbacks(config), *callbacks],
         deterministic=config.trainer.deterministic,
         enable_checkpointing=False,
         enable_progress_bar=config.trainer.progress_bar,
