@@ -5,13 +5,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.servers import free_port
 
 
 def postgres_bin() -> Path | None:
@@ -21,12 +22,6 @@ def postgres_bin() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -42,7 +37,7 @@ def postgres_cluster(databases: tuple[str, ...] = ("optuna", "mlflow")) -> Itera
     workdir = Path(tempfile.mkdtemp(prefix="pg-"))
     data = workdir / "data"
     password = "pw-test-only"
-    port = _free_port()
+    port = free_port()
     if os.geteuid() == 0:
         shutil.chown(workdir, "postgres")
     pwfile = workdir / "pw"

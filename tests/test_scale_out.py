@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -22,22 +19,17 @@ from optuna.trial import TrialState
 
 from tests.conftest import REPO
 from tests.postgres import postgres_bin, postgres_cluster
+from tests.servers import free_port, wait_for_http
 
 pytestmark = pytest.mark.skipif(
     postgres_bin() is None or (os.geteuid() == 0 and shutil.which("runuser") is None),
     reason="PostgreSQL (Debian's postgresql package) is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_independent_workers_share_one_study(tiny_mnist: Path, tmp_path: Path) -> None:
     with postgres_cluster(("optuna", "mlflow")) as pg:
         driver = pg.replace("postgresql://", "postgresql+psycopg://")
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
              f"{driver}/mlflow", "--artifacts-destination", str(tmp_path / "artifacts"),
@@ -45,15 +37,7 @@ def test_independent_workers_share_one_study(tiny_mnist: Path, tmp_path: Path) -
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         tracking = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                assert server.poll() is None, server.communicate()[1][-2000:]
-                try:
-                    with urllib.request.urlopen(f"{tracking}/health", timeout=2):
-                        break
-                except OSError:
-                    assert time.monotonic() < deadline, "mlflow server did not come up"
-                    time.sleep(0.5)
+            wait_for_http(f"{tracking}/health", server)
 
             storage = f"{driver}/optuna"
             args = [sys.executable, "-m", "pipelines.study", f"data.root={tiny_mnist}",
