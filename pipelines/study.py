@@ -37,6 +37,7 @@ import hydra
 import numpy as np
 import optuna
 import pytorch_lightning as pl
+import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import ExperimentalWarning
@@ -117,6 +118,30 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _create_storage(url: str, path: Path | None, heartbeat: dict[str, int],
+                    attempts: int = 5) -> optuna.storages.RDBStorage:
+    """RDBStorage, retried while another worker is creating the same schema.
+
+    Workers started together (a SLURM array, several machines) on an empty database all run
+    Optuna's CREATE TABLEs; on PostgreSQL the losers fail with a unique violation on the
+    catalog. Once the winner is done the tables exist, so a retry simply opens them.
+    """
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                if path is None:
+                    return optuna.storages.RDBStorage(url, **heartbeat)
+                return _SQLiteStorage(url, path.with_name(path.name + ".lock"),
+                                      engine_kwargs={"connect_args": {"timeout": 60}},
+                                      **heartbeat)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(study: StudyConfig) -> optuna.storages.RDBStorage:
     """The study's RDB storage with heartbeats (a dead worker's trial turns FAIL).
 
@@ -131,12 +156,7 @@ def open_storage(study: StudyConfig) -> optuna.storages.RDBStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
         heartbeat = {"heartbeat_interval": study.heartbeat_interval,
                      "grace_period": study.grace_period}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            storage = (optuna.storages.RDBStorage(url, **heartbeat) if path is None else
-                       _SQLiteStorage(url, path.with_name(path.name + ".lock"),
-                                      engine_kwargs={"connect_args": {"timeout": 60}},
-                                      **heartbeat))
+        storage = _create_storage(url, path, heartbeat)
         if path is not None:
             with sqlite3.connect(path, timeout=60) as db:
                 if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
