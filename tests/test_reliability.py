@@ -148,3 +148,31 @@ def test_unwritable_store_is_one_line(tiny_mnist: Path, tmp_path: Path, store: P
 ])
 def test_mask_secrets(text: str, masked: str) -> None:
     assert mask_secrets(text) == masked
+
+
+def test_sigterm_during_a_study_leaves_nothing_running(tiny_mnist: Path, store: Path,
+                                                       tmp_path: Path) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.study", f"data.root={tiny_mnist}", "data.val_size=100",
+         "trainer.max_epochs=500", "study.name=stop", f"study.storage={storage}",
+         "study.n_trials=4", "study.workers=2", "study.pruner.name=none",
+         f"study.export_dir={tmp_path}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _runs_with_metrics(store) >= 2, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    runs = mlflow_runs(store)
+    assert len(runs) >= 3  # the parent and both running trials
+    assert {r.info.status for r in runs} <= {"KILLED", "FAILED"}, [r.info.status for r in runs]
+    study = optuna.load_study(study_name="stop", storage=storage)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
