@@ -143,15 +143,9 @@ def log_report(client: MlflowClient, run_id: str, results: list[RunResult],
                               metric=compare.metric)
         write_internals(results, arms, Path(tmp), labels=labels)  # when internals.enabled
         client.log_artifacts(run_id, tmp, "report")
-    log_metric_batch(client, run_id, report.summary, step=0, timestamp_ms=_now_ms())
+    log_metric_batch(client, run_id, report.summary, step=0)
     where = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/report"
     return report.verdict, where.removeprefix("file://")
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
 
 
 def run_under_parent(config: Config, jobs: list[Job], workers: int, kind: str, headline: str,

@@ -15,12 +15,10 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -33,6 +31,7 @@ from pipelines.report import (
     write_report,
 )
 from src.config import ArmConfig, CompareConfig, Config, GridConfig, arm_optimizer, to_config
+from src.tracking import log_metric_batch
 
 
 def arm_name(coords: dict[str, Any]) -> str:
@@ -93,10 +92,7 @@ def log_grid_report(client: MlflowClient, run_id: str, results: list[RunResult],
     summary = dict(report.summary)
     for row in grid_table(results, cells):
         summary[f"{row['arm']}/finished"] = float(row["finished"])
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in summary.items()]
-    for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    log_metric_batch(client, run_id, summary, step=0)
     where = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/report"
     return where.removeprefix("file://")
 

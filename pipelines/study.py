@@ -23,7 +23,6 @@ import math
 import multiprocessing
 import os
 import socket
-import sqlite3
 import tempfile
 import time
 import warnings
@@ -72,7 +71,9 @@ from src.tracking import (
     run_lifecycle,
     set_tags,
     sigterm_as_interrupt,
+    sqlite_path,
     start_run,
+    use_wal,
 )
 
 study_config.register()
@@ -87,12 +88,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def storage_url(study: StudyConfig) -> str:
     return study.storage or DEFAULT_STORAGE
-
-
-def _sqlite_path(url: str) -> Path | None:
-    if not url.startswith("sqlite:///") or ":memory:" in url:
-        return None
-    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
 
 
 class _SQLiteStorage(optuna.storages.RDBStorage):
@@ -150,7 +145,7 @@ def open_storage(study: StudyConfig) -> optuna.storages.RDBStorage:
     """
     url = storage_url(study)
     shown = mask_secrets(url)
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     try:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,9 +153,7 @@ def open_storage(study: StudyConfig) -> optuna.storages.RDBStorage:
                      "grace_period": study.grace_period}
         storage = _create_storage(url, path, heartbeat)
         if path is not None:
-            with sqlite3.connect(path, timeout=60) as db:
-                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")
+            use_wal(path, timeout=60)
     except Exception as err:  # SQLAlchemy, drivers and the OS raise many types: all "unusable"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise TrackingError(f"cannot open the Optuna storage {shown}: "
@@ -407,7 +400,7 @@ class Turnstile:
     """
 
     def __init__(self, storage: str, study_name: str) -> None:
-        db = _sqlite_path(storage)
+        db = sqlite_path(storage)
         key = hashlib.sha256(f"{storage}\0{study_name}".encode()).hexdigest()[:16]
         # Beside an SQLite file (not the storage's own lock: flock would block its holder).
         self.path = (db.with_name(f"{db.name}.{study_name}.turn") if db is not None else
@@ -634,7 +627,7 @@ def report(study: optuna.Study, client: MlflowClient, parent_run_id: str,
         log_params(client, parent_run_id, {"best.trial": str(best.number),
                                            **{f"best.{k}": repr(v) for k, v in natural.items()}})
     metrics.update({f"importance/{k}": v for k, v in importances.items()})
-    log_metric_batch(client, parent_run_id, metrics, step=0, timestamp_ms=int(time.time() * 1000))
+    log_metric_batch(client, parent_run_id, metrics, step=0)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         skipped = _figures(study, out) if best is not None else ["all plots (no complete trial)"]
@@ -730,8 +723,7 @@ def run_study(config: StudyRunConfig) -> StudyOutcome:
         if exported is not None:
             client.log_artifact(parent, str(exported), "study")
         seconds = time.perf_counter() - started
-        log_metric_batch(client, parent, {"wall_seconds": seconds}, step=0,
-                         timestamp_ms=int(time.time() * 1000))
+        log_metric_batch(client, parent, {"wall_seconds": seconds}, step=0)
     tally = counts(study)
     outcome = StudyOutcome(
         name=s.name, storage=shown, parent_run_id=parent,

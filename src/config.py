@@ -239,9 +239,8 @@ def to_config(cfg: DictConfig) -> Config:
 
 def arm_optimizer(base: OptimizerConfig, arm: ArmConfig) -> OptimizerConfig:
     """The optimizer settings of one comparison arm: the base section with the arm's overrides."""
-    merged = OmegaConf.merge(OmegaConf.structured(base), {})
     try:
-        merged = OmegaConf.merge(merged, arm.optimizer)
+        merged = OmegaConf.merge(OmegaConf.structured(base), arm.optimizer)
         optimizer = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(f"compare arm {arm.name!r}: {str(err).splitlines()[0]}") from err

@@ -147,7 +147,7 @@ def train(config: Config, *, client: MlflowClient | None = None,
         finished = time.perf_counter()
         first_epoch = clock.first_epoch_at or finished
         timing = {"time/startup_s": first_epoch - started, "time/train_s": finished - first_epoch}
-        log_metric_batch(client, run_id, timing, step=0, timestamp_ms=int(time.time() * 1000))
+        log_metric_batch(client, run_id, timing, step=0)
     final = {k: v[-1] for k, v in logger.history.items() if k.startswith(("val/", "test/"))}
     return RunOutcome(run_id=run_id, history={k: list(v) for k, v in logger.history.items()
                                               if not k.startswith("test/")},

@@ -45,10 +45,23 @@ def resolve_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URL (None for other URLs and in-memory ones)."""
+    if not uri.startswith("sqlite:///") or ":memory:" in uri:
         return None
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def use_wal(path: Path, timeout: float = 30) -> None:
+    """Put an SQLite file in WAL mode (a property of the file: set once, kept).
+
+    Readers then no longer block the writer, so parallel workers, the UI and CLIs can use
+    one file at once; writers queue on the busy timeout instead of failing.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=timeout) as db:
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
 
 
 def open_store(uri: str) -> MlflowClient:
@@ -58,13 +71,10 @@ def open_store(uri: str) -> MlflowClient:
     with MLflow's own busy timeout (20 s) they queue instead of failing with "database is
     locked". The journal mode is a property of the file, so it is set once at creation.
     """
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(path, timeout=30) as db:
-                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")
+            use_wal(path)
         except (OSError, sqlite3.Error) as err:
             raise TrackingError(f"cannot open the MLflow store {path}: {err}") from err
     try:
@@ -85,7 +95,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
             client.restore_experiment(existing.experiment_id)
         return existing.experiment_id
     # Artifacts beside the SQLite file (mlruns/artifacts/ by default); a server decides its own.
-    db = _sqlite_path(client.tracking_uri)
+    db = sqlite_path(client.tracking_uri)
     artifact_location = (db.parent / "artifacts" / name).as_uri() if db is not None else None
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
@@ -232,9 +242,12 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> 
 
 
 def log_metric_batch(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
-                     step: int, timestamp_ms: int) -> None:
-    client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp_ms, step)
-                                      for k, v in metrics.items()])
+                     step: int, timestamp_ms: int | None = None) -> None:
+    """Log `metrics` at `step` (timestamped now unless given), in batches MLflow accepts."""
+    when = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+    items = [Metric(k, float(v), when, step) for k, v in metrics.items()]
+    for i in range(0, len(items), 1000):  # MLflow accepts at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=items[i:i + 1000])
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:
@@ -276,5 +289,4 @@ class EpochLogger(Logger):
         values = {k: float(v) for k, v in metrics.items() if k != "epoch"}
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
-        log_metric_batch(self._client, self._run_id, values, step=epoch,
-                         timestamp_ms=int(time.time() * 1000))
+        log_metric_batch(self._client, self._run_id, values, step=epoch)

@@ -19,11 +19,22 @@ from src.tracking import mask_secrets, open_store
 from tests.conftest import REPO, mlflow_runs, run_entry
 
 
-def _start(args: list[str], store: Path) -> subprocess.Popen[str]:
+def _start(args: list[str], store: Path, module: str = "src.train") -> subprocess.Popen[str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
            "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _signal_once_training(proc: subprocess.Popen[str], store: Path, runs: int, signum: int,
+                          timeout: float = 120) -> str:
+    """Send `signum` once `runs` runs have logged an epoch; the process's stderr after it ends."""
+    try:
+        _wait_for(lambda: _runs_with_metrics(store) >= runs, proc)
+        proc.send_signal(signum)
+        return proc.communicate(timeout=timeout)[1]
+    finally:
+        proc.kill()
 
 
 def _wait_for(condition, proc: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -50,12 +61,7 @@ def test_signal_ends_a_run_killed_with_its_metrics(tiny_mnist: Path, store: Path
                                                    signum: int) -> None:
     proc = _start([f"data.root={tiny_mnist}", "data.val_size=100", "trainer.max_epochs=500"],
                   store)
-    try:
-        _wait_for(lambda: _runs_with_metrics(store) >= 1, proc)
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    err = _signal_once_training(proc, store, 1, signum, timeout=60)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted")
     assert "Traceback" not in err
@@ -67,12 +73,7 @@ def test_signal_ends_a_run_killed_with_its_metrics(tiny_mnist: Path, store: Path
 def test_sigterm_during_compare_leaves_nothing_running(tiny_mnist: Path, store: Path) -> None:
     proc = _start(["+experiment=compare", f"data.root={tiny_mnist}", "data.val_size=100",
                    "trainer.max_epochs=500", "compare.seeds=[0,1]", "compare.workers=2"], store)
-    try:
-        _wait_for(lambda: _runs_with_metrics(store) >= 2, proc)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=90)
-    finally:
-        proc.kill()
+    err = _signal_once_training(proc, store, 2, signal.SIGTERM, timeout=90)
     assert proc.returncode == 130, err
     runs = mlflow_runs(store)
     assert len(runs) >= 3  # the parent and the children that had started
@@ -156,20 +157,11 @@ def test_sigterm_during_a_study_leaves_nothing_running(tiny_mnist: Path, store: 
     from optuna.trial import TrialState
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
-           "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.study", f"data.root={tiny_mnist}", "data.val_size=100",
-         "trainer.max_epochs=500", "study.name=stop", f"study.storage={storage}",
-         "study.n_trials=4", "study.workers=2", "study.pruner.name=none",
-         f"study.export_dir={tmp_path}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: _runs_with_metrics(store) >= 2, proc)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    proc = _start([f"data.root={tiny_mnist}", "data.val_size=100", "trainer.max_epochs=500",
+                   "study.name=stop", f"study.storage={storage}", "study.n_trials=4",
+                   "study.workers=2", "study.pruner.name=none", f"study.export_dir={tmp_path}"],
+                  store, module="pipelines.study")
+    err = _signal_once_training(proc, store, 2, signal.SIGTERM)
     assert proc.returncode == 130, err[-2000:]
     runs = mlflow_runs(store)
     assert len(runs) >= 3  # the parent and both running trials
