@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -48,10 +49,15 @@ def _wait_for(condition, proc: subprocess.Popen[str], timeout: float = 120) -> N
 def _runs_with_metrics(store: Path) -> int:
     # Plain SQL: opening the store through MLflow while the child still creates it would race
     # its schema migration.
+    # Read-only and closed at once: the poller must neither create the file before the child
+    # does nor hold a read transaction open while the child migrates the schema.
+    db_file = store / "mlflow.db"
+    if not db_file.exists():
+        return 0
     try:
-        with sqlite3.connect(store / "mlflow.db", timeout=1) as db:
+        with closing(sqlite3.connect(f"{db_file.as_uri()}?mode=ro", uri=True, timeout=1)) as db:
             return db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
-                              "WHERE key = 'val/acc'").fetchone()[0]
+                              "WHERE key = 'val/acc'").fetchall()[0][0]
     except sqlite3.Error:
         return 0
 
