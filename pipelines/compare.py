@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from pipelines.report import RunResult, write_internals, write_report
 from src.config import CompareConfig, Config, OptimizerConfig, arm_optimizer, to_config
+from src.interrupts import stop_signals
 from src.run import make_datamodule
 from src.tracking import (
     close_orphans,
@@ -29,7 +30,6 @@ from src.tracking import (
     open_store,
     resolve_uri,
     run_lifecycle,
-    sigterm_as_interrupt,
     start_run,
 )
 
@@ -83,7 +83,7 @@ def _train_job(job: Job, parent_run_id: str) -> RunResult:
         # comparison must not start new runs.
         return RunResult(arm=job.arm, seed=job.seed, history={}, final={},
                          status="KILLED: not started")
-    with sigterm_as_interrupt():
+    with stop_signals():
         try:
             outcome = train(job.config, parent_run_id=parent_run_id,
                             run_name=f"{job.arm}/seed={job.seed}",

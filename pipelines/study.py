@@ -57,10 +57,10 @@ from pipelines.study_config import (
 )
 from src.cli import EXIT_INTERRUPTED, USER_ERRORS, hydra_entry, user_errors
 from src.config import ConfigError
+from src.interrupts import Interrupted, stop_signals
 from src.tracking import (
     PROJECT_ROOT,
     STORE_DIR,
-    Interrupted,
     TrackingError,
     flatten,
     log_metric_batch,
@@ -70,7 +70,6 @@ from src.tracking import (
     resolve_uri,
     run_lifecycle,
     set_tags,
-    sigterm_as_interrupt,
     sqlite_path,
     start_run,
     use_wal,
@@ -460,7 +459,7 @@ def _worker_process(job: WorkerJob) -> None:
 
     torch.set_num_threads(job.config.trainer.num_threads)  # parallelism is across processes
     try:
-        with sigterm_as_interrupt():
+        with stop_signals():
             work(job)
     except (KeyboardInterrupt, Interrupted):
         raise SystemExit(EXIT_INTERRUPTED) from None
@@ -516,12 +515,13 @@ def worker_seeds(seed: int, trials_so_far: int, workers: int) -> list[int]:
 
 
 def settle(study: optuna.Study, client: MlflowClient, experiment: str,
-           parent_run_id: str) -> None:
+           parent_run_id: str, status: str = "FAILED") -> None:
     """After the workers: no trial of theirs stays RUNNING, no MLflow child of a dead one either.
 
     Every worker of this invocation has exited, so a RUNNING trial it started (its worker
     was killed) is FAIL now rather than after the grace period. Children of FAIL trials from
-    any invocation that are still RUNNING in MLflow are closed as FAILED.
+    any invocation that are still RUNNING in MLflow are closed with `status` (KILLED when
+    this invocation was stopped).
     """
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get("mlflow_parent_run_id") == parent_run_id:
@@ -538,7 +538,7 @@ def settle(study: optuna.Study, client: MlflowClient, experiment: str,
             set_tags(client, run.info.run_id, {
                 "optuna.state": TrialState.FAIL.name,
                 "failure": "the worker process died during this trial (Optuna: FAIL)"})
-            client.set_terminated(run.info.run_id, "FAILED")
+            client.set_terminated(run.info.run_id, status)
 
 
 # --- report and export -----------------------------------------------------------------------
@@ -711,12 +711,17 @@ def run_study(config: StudyRunConfig) -> StudyOutcome:
           f"trials finished, {tally[TrialState.RUNNING]} running elsewhere; "
           f"{n_workers} worker(s), sampler {s.sampler.name}, pruner {s.pruner.name}; "
           f"MLflow parent run {parent}", flush=True)
-    with sigterm_as_interrupt(), run_lifecycle(client, parent):
+    with stop_signals(), run_lifecycle(client, parent):
         resolved: Any = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
         log_params(client, parent, flatten(resolved))
         client.log_text(parent, OmegaConf.to_yaml(OmegaConf.structured(config)), "config.yaml")
         jobs = [WorkerJob(config, parent, i, seed) for i, seed in enumerate(seeds)]
-        exit_codes = run_workers(jobs) if jobs else []
+        try:
+            exit_codes = run_workers(jobs) if jobs else []
+        except BaseException:
+            # A worker that had to be killed could not close its trial or its MLflow run.
+            settle(study, client, config.tracking.experiment, parent, status="KILLED")
+            raise
         settle(study, client, config.tracking.experiment, parent)
         best, importances = report(study, client, parent, config)
         exported = export_best(best, config) if best is not None else None

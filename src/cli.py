@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 from src.config import ConfigError
 from src.data import DataError
-from src.tracking import Interrupted, TrackingError, mask_secrets, sigterm_as_interrupt
+from src.interrupts import Interrupted, stop_signals
+from src.tracking import TrackingError, mask_secrets
 
 # Problems in what the user asked for, not bugs: no traceback helps with them.
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, TrackingError)
@@ -37,7 +38,7 @@ def user_errors() -> Iterator[None]:
     """Report user errors and interrupts as one line and an exit code (tracebacks stay for bugs)."""
     _restore_stderr()
     try:
-        with sigterm_as_interrupt():
+        with stop_signals():
             yield
     except USER_ERRORS as err:
         fail(str(err))

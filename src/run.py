@@ -19,10 +19,10 @@ from mlflow.tracking import MlflowClient
 from src.config import Config
 from src.data import MNISTDataModule
 from src.internals import AdamInternals
+from src.interrupts import Interrupted, acknowledge
 from src.model import Classifier, build_mlp
 from src.tracking import (
     EpochLogger,
-    Interrupted,
     log_config,
     log_metric_batch,
     open_store,
@@ -140,8 +140,10 @@ def train(config: Config, *, client: MlflowClient | None = None,
             # Lightning answers Ctrl-C and SIGTERM by cleaning up and exiting; give the
             # interrupt back its name so every layer treats it as one.
             if trainer.received_sigterm:
+                acknowledge()
                 raise Interrupted("received signal SIGTERM") from None
             if trainer.interrupted:
+                acknowledge()
                 raise KeyboardInterrupt from None
             raise
         finished = time.perf_counter()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+
+from src.interrupts import Interrupted
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STORE_DIR = PROJECT_ROOT / "mlruns"
@@ -145,28 +146,6 @@ def environment_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         tags["git_dirty"] = "unknown"  # not a git checkout (e.g. an installed wheel)
     return tags
-
-
-class Interrupted(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so that every layer unwinds and records KILLED."""
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a scheduler's or `kill`'s stop) into an exception for the duration."""
-
-    def _raise(signum: int, frame: object) -> None:
-        raise Interrupted(f"received signal {signal.Signals(signum).name}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise)
-    except ValueError:  # not the main thread: leave signals to whoever owns them
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -174,3 +174,46 @@ def test_sigterm_during_a_study_leaves_nothing_running(tiny_mnist: Path, store: 
     assert {r.info.status for r in runs} <= {"KILLED", "FAILED"}, [r.info.status for r in runs]
     study = optuna.load_study(study_name="stop", storage=storage)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def _as_if_in(module: str, body):  # noqa: ANN001, ANN202
+    """`body` run from a frame that belongs to `module` (the test's stand-in for a DB client)."""
+    namespace = {"__name__": module, "body": body}
+    exec("def call():\n    return body()\n", namespace)  # noqa: S102
+    return namespace["call"]
+
+
+def test_a_stop_inside_a_database_call_waits_for_it_to_return() -> None:
+    from src.interrupts import Interrupted, stop_signals
+
+    events: list[str] = []
+
+    def commit() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)  # the signal arrives here: it must not cut this "transaction"
+        events.append("committed")
+
+    with pytest.raises(Interrupted), stop_signals():
+        _as_if_in("sqlalchemy.engine.fake", commit)()
+        events.append("returned")
+        time.sleep(5)
+        events.append("not stopped")
+    assert events[0] == "committed" and "not stopped" not in events
+
+
+@pytest.mark.parametrize(("signum", "raised"), [(signal.SIGTERM, "Interrupted"),
+                                                (signal.SIGINT, "KeyboardInterrupt")])
+def test_a_stop_is_raised_once(signum: int, raised: str) -> None:
+    from src.interrupts import stop_signals
+
+    seen: list[str] = []
+    with stop_signals():
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+        except BaseException as err:  # noqa: BLE001 (what was raised is the point)
+            seen.append(type(err).__name__)
+            os.kill(os.getpid(), signum)  # a second stop during the clean-up is absorbed
+            time.sleep(0.2)
+            seen.append("cleaned up")
+    assert seen == [raised, "cleaned up"]
