@@ -110,6 +110,11 @@ class TrainerConfig:
     # Optimizer steps per Lightning training_step call (see src.model.Classifier): amortises
     # Lightning's per-call overhead; results do not depend on it.
     steps_per_call: int = 64
+    # Flush subnormal floats to zero while training, as TensorFlow's CPU kernels do. Adam's m
+    # and v for weights that never get a gradient (MNIST's always-blank border pixels) decay
+    # geometrically into the subnormal range, where arithmetic is many times slower: 5 epochs
+    # of the blog's run took 10.3 s with them and 8.1 s without. Nothing above 1.2e-38 moves.
+    flush_denormal: bool = True
 
     def __post_init__(self) -> None:
         _require(self.max_epochs >= 1, f"trainer.max_epochs={self.max_epochs}: must be >= 1")

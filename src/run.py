@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,18 @@ class EpochClock(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.first_epoch_at is None:
             self.first_epoch_at = time.perf_counter()
+
+
+@contextmanager
+def subnormals_flushed(enabled: bool) -> Iterator[None]:
+    """Subnormal floats read and written as zero on this thread, then torch's default again."""
+    if not enabled or not torch.set_flush_denormal(True):  # False: this CPU cannot
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def make_datamodule(config: Config) -> MNISTDataModule:
@@ -122,7 +135,7 @@ def train(config: Config, *, client: MlflowClient | None = None,
     client = client or open_store(resolve_uri(config.tracking.uri))
     run_id = start_run(client, config.tracking.experiment, run_name or config.tracking.run_name,
                        parent_run_id=parent_run_id, tags=tags)
-    with run_lifecycle(client, run_id, stops):
+    with run_lifecycle(client, run_id, stops), subnormals_flushed(config.trainer.flush_denormal):
         log_config(client, run_id, config)
         # Which bytes were trained on: runs on different data must look different.
         set_tags(client, run_id, {f"data.md5.{Path(p).name}": md5

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 from mlflow.tracking import MlflowClient
 
 from src.config import Config, DataConfig, TrackingConfig, TrainerConfig
@@ -103,3 +105,21 @@ def test_results_do_not_depend_on_steps_per_call(tiny_mnist: Path, store: Path) 
     chunked.trainer.steps_per_call = 5  # 16 minibatches per epoch: chunks of 5, 5, 5, 1
     a, b = train(one), train(chunked)
     assert a.history == b.history and a.final == b.final
+
+
+class _SubnormalProbe(pl.Callback):
+    """Whether a subnormal float survives arithmetic during training."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.kept = bool((torch.tensor(1e-39) * 1.0).item() != 0.0)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_subnormals_are_flushed_while_training_only(tiny_mnist: Path, store: Path,
+                                                    flush: bool) -> None:
+    config = tiny_config(tiny_mnist, store)
+    config.trainer.flush_denormal = flush
+    probe = _SubnormalProbe()
+    train(config, callbacks=[probe])
+    assert probe.kept is not flush
+    assert (torch.tensor(1e-39) * 1.0).item() != 0.0  # the process default is back
