@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from pipelines.report import RunResult, write_internals, write_report
+from pipelines.workers import forkserver
 from src.config import CompareConfig, Config, OptimizerConfig, arm_optimizer, to_config
 from src.interrupts import stop_signals
 from src.run import make_datamodule
@@ -101,11 +102,7 @@ def _train_job(job: Job, parent_run_id: str) -> RunResult:
 @contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """Worker processes that are stopped (SIGTERM → their runs end KILLED) if we are."""
-    # forkserver: workers fork from a clean server that has imported the training stack
-    # once, instead of from this process (whose threads make fork unsafe) or from scratch.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["src.run", "src.model"])
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=forkserver(),
                                    initializer=_worker_init)
     try:
         yield executor
@@ -152,6 +149,8 @@ def run_under_parent(config: Config, jobs: list[Job], workers: int, kind: str, h
                      report: Callable[[MlflowClient, str, list[RunResult]], T],
                      ) -> tuple[list[RunResult], T]:
     """Run `jobs` as children of one new MLflow parent run, then `report` onto the parent."""
+    if workers > 1:
+        forkserver()  # starts importing in the background while we check data and store
     make_datamodule(config)  # a bad data.root fails here, before any MLflow run exists
     client = open_store(resolve_uri(config.tracking.uri))
     parent = start_run(client, config.tracking.experiment, config.tracking.run_name or kind,

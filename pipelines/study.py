@@ -55,6 +55,7 @@ from pipelines.study_config import (
     to_study_config,
     trial_settings,
 )
+from pipelines.workers import forkserver
 from src.cli import EXIT_INTERRUPTED, USER_ERRORS, hydra_entry, user_errors
 from src.config import ConfigError
 from src.interrupts import Interrupted, stop_signals
@@ -82,6 +83,8 @@ DEFAULT_EXPORT_DIR = PROJECT_ROOT / "conf" / "experiment"
 # What `study.n_trials` counts. FAIL is left out: a crashed or killed trial measured nothing,
 # so it is replaced (now, or by the next resume) rather than counted.
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# What a study worker imports beyond a training run's stack (see pipelines.workers).
+_PRELOAD = ("optuna",)
 
 # --- storage and study -----------------------------------------------------------------------
 
@@ -489,10 +492,7 @@ def run_workers(jobs: list[WorkerJob]) -> list[int]:
     if len(jobs) == 1:
         work(jobs[0])  # no process start-up for the common single-worker case
         return [0]
-    # forkserver: workers fork from a clean server that has imported the training stack
-    # once, instead of from this process (whose threads make fork unsafe) or from scratch.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["src.run", "src.model", "optuna"])
+    context = forkserver(_PRELOAD)
     processes = [context.Process(target=_worker_process, args=(job,),
                                  name=f"study-worker-{job.index}") for job in jobs]
     with _stopped_on_exit(processes):
@@ -693,6 +693,8 @@ def run_study(config: StudyRunConfig) -> StudyOutcome:
     print(f"study {s.name!r}: storage {shown}", flush=True)
     # Everything that can be refused is checked before the study is written to: the data,
     # the storage (a new one gets Optuna's empty tables), the MLflow store, the settings.
+    if s.workers != 1 and (os.cpu_count() or 1) > 1:
+        forkserver(_PRELOAD)  # imports in the background while data and storages are opened
     make_datamodule(config)
     storage = open_storage(s)
     client = open_store(resolve_uri(config.tracking.uri))

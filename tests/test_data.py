@@ -29,6 +29,7 @@ from src.data import (
     load_arrays,
     locate_files,
     read_idx,
+    unit_scale,
     write_idx,
 )
 
@@ -424,9 +425,18 @@ def test_datamodule_splits_and_tensors(tiny_mnist: Path) -> None:
     assert not train_rows & val_rows and train_rows | val_rows == rows
     assert len(dm.train_dataloader()) == 16 and len(dm.val_dataloader()) == 2
     assert len(dm.test_dataloader()) == 4
-    before = dm.tensors("train")
+    before = dm.pixels("train")
     dm.setup("test")  # idempotent
-    assert dm.tensors("train") is before
+    assert dm.pixels("train") is before
+    assert before[0].dtype == torch.uint8  # stored as pixels, scaled batch by batch
+    xb, _ = next(iter(dm.test_dataloader()))
+    assert torch.equal(xb, tx[:64])
+
+
+def test_unit_scale_is_keras_scaling_for_every_pixel_value() -> None:
+    pixels = np.arange(256, dtype=np.uint8)
+    keras = pixels.astype(np.float32) / 255
+    assert torch.equal(unit_scale(torch.from_numpy(pixels)), torch.from_numpy(keras))
 
 
 def test_datamodule_split_is_seeded(tiny_mnist: Path) -> None:
