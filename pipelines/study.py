@@ -477,10 +477,11 @@ def _stopped_on_exit(processes: list[multiprocessing.process.BaseProcess]) -> It
     try:
         yield
     except BaseException:
-        for p in processes:
+        started = [p for p in processes if p.pid is not None]  # a failed start has none
+        for p in started:
             if p.is_alive():
                 p.terminate()
-        for p in processes:
+        for p in started:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()

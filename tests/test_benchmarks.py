@@ -21,6 +21,6 @@ def test_quick_suite_writes_every_section(tmp_path: Path) -> None:
                     "(d) Study"):
         assert heading in text
     for row in ("| project Adam |", "| torch fused |", "python -m src.train +experiment=compare",
-                "| 2 worker(s), no pruning |", "| 1 worker, pruner=median |"):
+                "| 2 workers, no pruning |", "| 1 worker, median pruner |", "(existing store"):
         assert row in text
     assert not out.with_suffix(".tmp").exists()
