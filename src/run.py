@@ -9,6 +9,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +132,12 @@ def train(config: Config, *, client: MlflowClient | None = None,
     """
     started = started if started is not None else time.perf_counter()
     torch.set_num_threads(config.trainer.num_threads)
-    datamodule = make_datamodule(config)
-    client = client or open_store(resolve_uri(config.tracking.uri))
+    with ThreadPoolExecutor(1) as pool:
+        # Reading, hashing and gunzipping the data release the GIL, so they overlap with
+        # opening the store (mostly importing MLflow's SQL layer): ~0.2 s off every start-up.
+        loading = pool.submit(make_datamodule, config)
+        client = client or open_store(resolve_uri(config.tracking.uri))
+        datamodule = loading.result()  # bad data fails here, before any MLflow run exists
     run_id = start_run(client, config.tracking.experiment, run_name or config.tracking.run_name,
                        parent_run_id=parent_run_id, tags=tags)
     with run_lifecycle(client, run_id, stops), subnormals_flushed(config.trainer.flush_denormal):
