@@ -29,7 +29,7 @@ def _start(args: list[str], store: Path, module: str = "src.train") -> subproces
 
 def _signal_once_training(proc: subprocess.Popen[str], store: Path, runs: int, signum: int,
                           timeout: float = 120) -> str:
-    """Send `signum` once `runs` runs have logged an epoch; the process's stderr after it ends."""
+    """Send `signum` once `runs` runs have logged a whole epoch; the process's stderr after."""
     try:
         _wait_for(lambda: _runs_with_metrics(store) >= runs, proc)
         proc.send_signal(signum)
@@ -56,8 +56,10 @@ def _runs_with_metrics(store: Path) -> int:
         return 0
     try:
         with closing(sqlite3.connect(f"{db_file.as_uri()}?mode=ro", uri=True, timeout=1)) as db:
-            return db.execute("SELECT COUNT(DISTINCT run_uuid) FROM metrics "
-                              "WHERE key = 'val/acc'").fetchall()[0][0]
+            # A whole epoch logged: val/acc comes at validation end, train/loss just after it.
+            return db.execute("SELECT COUNT(*) FROM (SELECT run_uuid FROM metrics "
+                              "WHERE key IN ('val/acc', 'train/loss') GROUP BY run_uuid "
+                              "HAVING COUNT(DISTINCT key) = 2)").fetchall()[0][0]
     except sqlite3.Error:
         return 0
 
