@@ -60,7 +60,7 @@ def measure(config: Config, quick: bool = False, threads: tuple[int, ...] = (1, 
             repeats: int = 3) -> list[dict[str, object]]:
     config.trainer.max_epochs = 1
     datamodule = make_datamodule(config)
-    steps = len(datamodule.tensors("train")[0]) // config.data.batch_size
+    steps = datamodule.split_sizes()["train"] // config.data.batch_size
     rows: list[dict[str, object]] = []
     for n_threads in threads:
         torch.set_num_threads(n_threads)
