@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -178,10 +179,10 @@ def test_sigterm_during_a_study_leaves_nothing_running(tiny_mnist: Path, store: 
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
 
-def _as_if_in(module: str, body):  # noqa: ANN001, ANN202
+def _as_if_in(module: str, body: Callable[[], None]) -> Callable[[], None]:
     """`body` run from a frame that belongs to `module` (the test's stand-in for a DB client)."""
     namespace = {"__name__": module, "body": body}
-    exec("def call():\n    return body()\n", namespace)  # noqa: S102
+    exec("def call():\n    return body()\n", namespace)
     return namespace["call"]
 
 
@@ -213,7 +214,7 @@ def test_a_stop_is_raised_once(signum: int, raised: str) -> None:
         try:
             os.kill(os.getpid(), signum)
             time.sleep(5)
-        except BaseException as err:  # noqa: BLE001 (what was raised is the point)
+        except BaseException as err:  # what was raised is the point
             seen.append(type(err).__name__)
             os.kill(os.getpid(), signum)  # a second stop during the clean-up is absorbed
             time.sleep(0.2)
