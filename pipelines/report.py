@@ -48,11 +48,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -62,6 +60,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy import stats
+
+from src.files import atomic_write
 
 __all__ = [
     "CURVE_METRICS",
@@ -320,28 +320,6 @@ def _metric_key(metric: str) -> str:
     return _mlflow_key(metric.replace("/", "_"))
 
 
-def _atomic_write(path: Path, write: Callable[[IO], object], binary: bool = False) -> Path:
-    """Write via a temp file in the same directory, then rename: no half-written outputs.
-
-    Same directory because ``os.replace`` is only atomic within one filesystem.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # newline="" so the csv module controls line endings (it writes \r\n itself).
-        text_kw: dict = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, "wb" if binary else "w", **text_kw) as fh:
-            write(fh)
-        # mkstemp creates 0600; outputs are meant to be shared like any normal file.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 # --------------------------------------------------------------------------- plotting
 
 
@@ -433,7 +411,7 @@ def plot_curves(
     fig.suptitle(
         f"Mean over seeds; shaded: {confidence:.0%} t-interval across seeds", fontsize="medium"
     )
-    out = _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
+    out = atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
     return out
 
 
@@ -588,10 +566,10 @@ def write_tables(
         md.append("")
     if notes:
         md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
-    _atomic_write(Path(md_path), lambda fh: fh.write("\n".join(md)))
+    atomic_write(Path(md_path), lambda fh: fh.write("\n".join(md)))
 
     fields = ["arm", "label", "metric", "n", "mean", "std", "ci_low", "ci_high"]
-    _atomic_write(Path(csv_path), lambda fh: _write_csv(fh, fields, rows))
+    atomic_write(Path(csv_path), lambda fh: _write_csv(fh, fields, rows))
     if differences:
         diff_fields = [
             "arm_a",
@@ -628,7 +606,7 @@ def write_tables(
         ]
         csv_path = Path(csv_path)
         diff_path = csv_path.with_name(f"{csv_path.stem}_differences{csv_path.suffix}")
-        _atomic_write(diff_path, lambda fh: _write_csv(fh, diff_fields, diff_rows))
+        atomic_write(diff_path, lambda fh: _write_csv(fh, diff_fields, diff_rows))
 
 
 def _write_csv(fh: IO[str], fields: Sequence[str], rows: Sequence[Mapping]) -> None:
@@ -848,7 +826,7 @@ def plot_internals(
     shaded = ", 10th–90th percentile (shaded)" if bands else ""
     fig.suptitle("Adam's internals over parameter elements at the end of each epoch: median "
                  f"(line){shaded}; mean over seeds", fontsize="medium")
-    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
+    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
 
 
 def internals_table(
@@ -913,9 +891,9 @@ def write_internals(
                  _sci(r["update_norm_ratio"]), frozen]
         md.append("| " + " | ".join(lines) + " |")
     md.append("")
-    _atomic_write(out_dir / "internals.md", lambda fh: fh.write("\n".join(md)))
+    atomic_write(out_dir / "internals.md", lambda fh: fh.write("\n".join(md)))
     fields = list(rows[0]) if rows else ["arm"]
-    _atomic_write(out_dir / "internals.csv", lambda fh: _write_csv(fh, fields, rows))
+    atomic_write(out_dir / "internals.csv", lambda fh: _write_csv(fh, fields, rows))
     return figure
 
 
@@ -1049,7 +1027,7 @@ def plot_beta_heatmap(
                    title_fontsize="small")
     if title:
         fig.suptitle(title, fontsize="medium")
-    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
+    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
 
 
 def plot_bias_correction(
@@ -1104,7 +1082,7 @@ def plot_bias_correction(
                    title_fontsize="small")
     fig.suptitle("Bias correction (Kingma & Ba §6.4 design): mean ± std over seeds",
                  fontsize="medium")
-    return _atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
+    return atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120), True)
 
 
 def _mean_std(row: Mapping, key: str, acc: bool) -> str:
@@ -1203,6 +1181,6 @@ def write_grid_report(
                    ""]
 
     fields = list(rows[0]) if rows else ["arm"]
-    _atomic_write(out_dir / "grid.csv", lambda fh: _write_csv(fh, fields, rows))
-    _atomic_write(out_dir / "grid.md", lambda fh: fh.write("\n".join(md)))
+    atomic_write(out_dir / "grid.csv", lambda fh: _write_csv(fh, fields, rows))
+    atomic_write(out_dir / "grid.md", lambda fh: fh.write("\n".join(md)))
     return figures

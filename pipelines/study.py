@@ -58,6 +58,7 @@ from pipelines.study_config import (
 from pipelines.workers import forkserver
 from src.cli import EXIT_INTERRUPTED, USER_ERRORS, hydra_entry, user_errors
 from src.config import ConfigError
+from src.files import atomic_write
 from src.interrupts import Interrupted, stop_signals
 from src.tracking import (
     PROJECT_ROOT,
@@ -665,11 +666,8 @@ def export_best(best: FrozenTrial, config: StudyRunConfig) -> Path:
               f"{s.metric}={best.value:.6g} (written by pipelines.study).\n"
               f"#   python -m src.train +experiment=best_{s.name} data.root=...\n")
     target = export_dir(s) / f"best_{s.name}.yaml"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.",
-                                     suffix=".tmp", delete=False) as tmp:
-        tmp.write(header + OmegaConf.to_yaml(OmegaConf.create(settings)))
-    os.replace(tmp.name, target)
+    text = header + OmegaConf.to_yaml(OmegaConf.create(settings))
+    atomic_write(target, lambda fh: fh.write(text))
     return target
 
 

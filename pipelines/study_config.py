@@ -25,7 +25,7 @@ import optuna
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from src.config import Config, ConfigError, to_config
+from src.config import Config, ConfigError, finite, require, to_config
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("none", "median", "hyperband")
@@ -37,24 +37,15 @@ PARAM_NAMES = {"lr": "lr", "beta1": "1-beta1", "beta2": "1-beta2", "eps": "eps"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
-
-
 def _check_range(key: str, r: list[float] | None, inside: str) -> None:
     """A range is [low, high]; `inside` is "(0, inf)" (α, ε) or "[0, 1)" (β)."""
-    _require(r is not None and len(r) == 2, f"{key}={r}: expected [low, high]")
+    require(r is not None and len(r) == 2, f"{key}={r}: expected [low, high]")
     assert r is not None
     low, high = r
-    _require(_finite(low) and _finite(high), f"{key}=[{low}, {high}]: expected numbers")
-    _require(low < high, f"{key}=[{low}, {high}]: empty or inverted range (need low < high)")
+    require(finite(low) and finite(high), f"{key}=[{low}, {high}]: expected numbers")
+    require(low < high, f"{key}=[{low}, {high}]: empty or inverted range (need low < high)")
     ok = low > 0.0 if inside == "(0, inf)" else low >= 0.0 and high < 1.0
-    _require(ok, f"{key}=[{low}, {high}]: must lie in {inside}")
+    require(ok, f"{key}=[{low}, {high}]: must lie in {inside}")
 
 
 @dataclass
@@ -112,14 +103,14 @@ class SamplerConfig:
     grid: GridConfig = field(default_factory=GridConfig)  # ... unless listed here
 
     def __post_init__(self) -> None:
-        _require(self.name in SAMPLERS,
+        require(self.name in SAMPLERS,
                  f"study.sampler.name={self.name!r}: expected one of {list(SAMPLERS)}")
-        _require(self.n_startup_trials >= 0,
+        require(self.n_startup_trials >= 0,
                  f"study.sampler.n_startup_trials={self.n_startup_trials}: must be >= 0")
-        _require(self.grid_points >= 1,
+        require(self.grid_points >= 1,
                  f"study.sampler.grid_points={self.grid_points}: must be >= 1")
         if self.name == "cmaes":
-            _require(importlib.util.find_spec("cmaes") is not None,
+            require(importlib.util.find_spec("cmaes") is not None,
                      "study.sampler.name=cmaes needs the `cmaes` package: pip install cmaes")
 
 
@@ -134,15 +125,15 @@ class PrunerConfig:
     reduction_factor: int = 3  # hyperband
 
     def __post_init__(self) -> None:
-        _require(self.name in PRUNERS,
+        require(self.name in PRUNERS,
                  f"study.pruner.name={self.name!r}: expected one of {list(PRUNERS)}")
-        _require(self.n_startup_trials >= 0,
+        require(self.n_startup_trials >= 0,
                  f"study.pruner.n_startup_trials={self.n_startup_trials}: must be >= 0")
-        _require(self.n_warmup_steps >= 0,
+        require(self.n_warmup_steps >= 0,
                  f"study.pruner.n_warmup_steps={self.n_warmup_steps}: must be >= 0")
-        _require(self.min_resource >= 1,
+        require(self.min_resource >= 1,
                  f"study.pruner.min_resource={self.min_resource}: must be >= 1")
-        _require(self.reduction_factor >= 2,
+        require(self.reduction_factor >= 2,
                  f"study.pruner.reduction_factor={self.reduction_factor}: must be >= 2")
 
 
@@ -174,24 +165,24 @@ class StudyConfig:
     export_dir: str | None = None  # None: <project>/conf/experiment
 
     def __post_init__(self) -> None:
-        _require(_NAME.fullmatch(self.name) is not None,
+        require(_NAME.fullmatch(self.name) is not None,
                  f"study.name={self.name!r}: use letters, digits, '_' and '-' "
                  "(it names a file and a Hydra config)")
-        _require(self.storage is None or self.storage.strip() != "",
+        require(self.storage is None or self.storage.strip() != "",
                  "study.storage is empty: give a database URL or null for the default")
-        _require(self.n_trials >= 1, f"study.n_trials={self.n_trials}: must be >= 1")
-        _require(self.workers is None or self.workers >= 1,
+        require(self.n_trials >= 1, f"study.n_trials={self.n_trials}: must be >= 1")
+        require(self.workers is None or self.workers >= 1,
                  f"study.workers={self.workers}: must be >= 1 or null")
-        _require(self.metric in METRICS,
+        require(self.metric in METRICS,
                  f"study.metric={self.metric!r}: expected one of {list(METRICS)}")
-        _require(self.direction in (None, "minimize", "maximize"),
+        require(self.direction in (None, "minimize", "maximize"),
                  f"study.direction={self.direction!r}: expected minimize, maximize or null")
-        _require(self.direction in (None, METRICS[self.metric]),
+        require(self.direction in (None, METRICS[self.metric]),
                  f"study.direction={self.direction}: {self.metric} improves by "
                  f"{METRICS[self.metric].removesuffix('e')}ing")
-        _require(self.heartbeat_interval >= 1,
+        require(self.heartbeat_interval >= 1,
                  f"study.heartbeat_interval={self.heartbeat_interval}: must be >= 1 (seconds)")
-        _require(self.grace_period > self.heartbeat_interval,
+        require(self.grace_period > self.heartbeat_interval,
                  f"study.grace_period={self.grace_period}: must exceed "
                  f"study.heartbeat_interval={self.heartbeat_interval}")
         for i, point in enumerate(self.enqueue):
@@ -200,23 +191,23 @@ class StudyConfig:
                 if value is None:
                     continue
                 key = f"study.enqueue[{i}].{name}"
-                _require(name in self.space.searched(),
+                require(name in self.space.searched(),
                          f"{key}={value}: {name} is not searched (study.space.{name} is null)")
                 low, high = self.space.range(name)
-                _require(_finite(value) and low <= value <= high,
+                require(finite(value) and low <= value <= high,
                          f"{key}={value}: outside study.space.{name}=[{low:g}, {high:g}]")
         for name, values in self.sampler.grid.given().items():
-            _require(name in self.space.searched(),
+            require(name in self.space.searched(),
                      f"study.sampler.grid.{name}: not a searched parameter "
                      f"({self.space.searched()})")
             low, high = self.space.range(name)
-            _require(len(values) > 0, f"study.sampler.grid.{name} is empty")
-            _require(all(_finite(v) and low <= v <= high for v in values),
+            require(len(values) > 0, f"study.sampler.grid.{name} is empty")
+            require(all(finite(v) and low <= v <= high for v in values),
                      f"study.sampler.grid.{name}={list(values)}: outside "
                      f"study.space.{name}=[{low:g}, {high:g}]")
         if self.sampler.name == "grid":
             size = math.prod(len(v) for v in grid_values(self).values())
-            _require(self.n_trials <= size,
+            require(self.n_trials <= size,
                      f"study.n_trials={self.n_trials}: the grid has only {size} points")
 
     @property
@@ -233,7 +224,7 @@ class StudyRunConfig(Config):
     def __post_init__(self) -> None:
         p = self.study.pruner
         if p.name == "hyperband":
-            _require(p.min_resource < self.trainer.max_epochs,
+            require(p.min_resource < self.trainer.max_epochs,
                      f"study.pruner.min_resource={p.min_resource}: must be below "
                      f"trainer.max_epochs={self.trainer.max_epochs} for hyperband to prune")
 

@@ -21,13 +21,15 @@ class ConfigError(ValueError):
     """A configuration value that cannot be trained with; the message is one line for the user."""
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ok: the one validation helper of every config section."""
     if not ok:
         raise ConfigError(message)
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
+def finite(x: object) -> bool:
+    """A real, finite number (bool excluded: YAML's `true` is not a learning rate)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass
@@ -45,15 +47,15 @@ class DataConfig:
     def __post_init__(self) -> None:
         from src.data import DATASETS, default_root  # lazy: the data module pulls in torch
 
-        _require(self.name in DATASETS, f"data.name={self.name!r}: expected one of "
+        require(self.name in DATASETS, f"data.name={self.name!r}: expected one of "
                  f"{sorted(DATASETS)}")
         if self.root is None:
             self.root = default_root(self.name)
-        _require(self.val_size > 0, f"data.val_size={self.val_size}: must be > 0")
-        _require(self.batch_size > 0, f"data.batch_size={self.batch_size}: must be > 0")
-        _require(self.eval_batch_size > 0,
+        require(self.val_size > 0, f"data.val_size={self.val_size}: must be > 0")
+        require(self.batch_size > 0, f"data.batch_size={self.batch_size}: must be > 0")
+        require(self.eval_batch_size > 0,
                  f"data.eval_batch_size={self.eval_batch_size}: must be > 0")
-        _require(self.limit_train is None or self.limit_train > 0,
+        require(self.limit_train is None or self.limit_train > 0,
                  f"data.limit_train={self.limit_train}: must be > 0 or null")
 
 
@@ -65,10 +67,10 @@ class ModelConfig:
     init: str = "keras"  # Glorot-uniform weights, zero biases (Keras Dense); or "torch"
 
     def __post_init__(self) -> None:
-        _require(self.init in ("keras", "torch"),
+        require(self.init in ("keras", "torch"),
                  f"model.init={self.init!r}: expected 'keras' or 'torch'")
-        _require(all(h > 0 for h in self.hidden), f"model.hidden={self.hidden}: sizes must be > 0")
-        _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout}: must be in [0, 1)")
+        require(all(h > 0 for h in self.hidden), f"model.hidden={self.hidden}: sizes must be > 0")
+        require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout}: must be in [0, 1)")
 
 
 @dataclass
@@ -85,16 +87,16 @@ class OptimizerConfig:
     bias_correction: bool = True
 
     def __post_init__(self) -> None:
-        _require(_finite(self.lr) and self.lr > 0, f"optimizer.lr={self.lr}: must be a number > 0")
-        _require(len(self.betas) == 2,
+        require(finite(self.lr) and self.lr > 0, f"optimizer.lr={self.lr}: must be a number > 0")
+        require(len(self.betas) == 2,
                  f"optimizer.betas={list(self.betas)}: expected two values [beta1, beta2]")
         for i, beta in enumerate(self.betas):
-            _require(_finite(beta) and 0.0 <= beta < 1.0,
+            require(finite(beta) and 0.0 <= beta < 1.0,
                      f"optimizer.betas[{i}]={beta}: beta{i + 1} must be in [0, 1)")
-        _require(_finite(self.eps) and self.eps >= 0, f"optimizer.eps={self.eps}: must be >= 0")
-        _require(_finite(self.weight_decay) and self.weight_decay >= 0,
+        require(finite(self.eps) and self.eps >= 0, f"optimizer.eps={self.eps}: must be >= 0")
+        require(finite(self.weight_decay) and self.weight_decay >= 0,
                  f"optimizer.weight_decay={self.weight_decay}: must be >= 0")
-        _require(self.eps_mode in ("paper", "keras"),
+        require(self.eps_mode in ("paper", "keras"),
                  f"optimizer.eps_mode={self.eps_mode!r}: expected 'paper' or 'keras'")
 
 
@@ -117,10 +119,10 @@ class TrainerConfig:
     flush_denormal: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.max_epochs >= 1, f"trainer.max_epochs={self.max_epochs}: must be >= 1")
-        _require(self.steps_per_call >= 1,
+        require(self.max_epochs >= 1, f"trainer.max_epochs={self.max_epochs}: must be >= 1")
+        require(self.steps_per_call >= 1,
                  f"trainer.steps_per_call={self.steps_per_call}: must be >= 1")
-        _require(self.num_threads >= 1, f"trainer.num_threads={self.num_threads}: must be >= 1")
+        require(self.num_threads >= 1, f"trainer.num_threads={self.num_threads}: must be >= 1")
 
 
 @dataclass
@@ -134,9 +136,9 @@ class InternalsConfig:
     max_elements: int = 1 << 18
 
     def __post_init__(self) -> None:
-        _require(self.every_n_epochs >= 1,
+        require(self.every_n_epochs >= 1,
                  f"internals.every_n_epochs={self.every_n_epochs}: must be >= 1")
-        _require(1 <= self.max_elements <= 1 << 24,
+        require(1 <= self.max_elements <= 1 << 24,
                  f"internals.max_elements={self.max_elements}: must be in [1, 2**24]")
 
 
@@ -165,16 +167,16 @@ class CompareConfig:
     metric: str = "test/acc"
 
     def __post_init__(self) -> None:
-        _require(len(self.seeds) > 0, "compare.seeds is empty: give at least one seed")
-        _require(len(set(self.seeds)) == len(self.seeds),
+        require(len(self.seeds) > 0, "compare.seeds is empty: give at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds),
                  f"compare.seeds={list(self.seeds)}: seeds repeat")
-        _require(len(self.arms) > 0, "compare.arms is empty: give at least one arm")
+        require(len(self.arms) > 0, "compare.arms is empty: give at least one arm")
         names = [arm.name for arm in self.arms]
-        _require(len(set(names)) == len(names), f"compare.arms: arm names repeat: {names}")
-        _require(self.workers is None or self.workers >= 1,
+        require(len(set(names)) == len(names), f"compare.arms: arm names repeat: {names}")
+        require(self.workers is None or self.workers >= 1,
                  f"compare.workers={self.workers}: must be >= 1")
         valid_contrast = len(self.contrast) == 2 and set(self.contrast) <= set(names)
-        _require(not self.contrast or valid_contrast,
+        require(not self.contrast or valid_contrast,
                  f"compare.contrast={list(self.contrast)}: expected two arm names of {names}")
 
 
@@ -195,15 +197,15 @@ class GridConfig:
             values = getattr(self, key)
             if values is None:
                 continue
-            _require(len(values) > 0, f"grid.{key} is empty: give at least one value")
-            _require(len(set(values)) == len(values), f"grid.{key}={list(values)}: values repeat")
+            require(len(values) > 0, f"grid.{key} is empty: give at least one value")
+            require(len(set(values)) == len(values), f"grid.{key}={list(values)}: values repeat")
         for key in ("beta1", "beta2"):
             for i, beta in enumerate(getattr(self, key)):
-                _require(_finite(beta) and 0.0 <= beta < 1.0,
+                require(finite(beta) and 0.0 <= beta < 1.0,
                          f"grid.{key}[{i}]={beta}: {key} must be in [0, 1)")
         for i, lr in enumerate(self.lr or []):
-            _require(_finite(lr) and lr > 0, f"grid.lr[{i}]={lr}: must be a number > 0")
-        _require(self.workers is None or self.workers >= 1,
+            require(finite(lr) and lr > 0, f"grid.lr[{i}]={lr}: must be a number > 0")
+        require(self.workers is None or self.workers >= 1,
                  f"grid.workers={self.workers}: must be >= 1")
 
 

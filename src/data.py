@@ -29,6 +29,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from src.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("train_images", "train_labels", "test_images", "test_labels")
@@ -220,18 +222,6 @@ def read_idx(path: Path, expected_magic: int | None = None) -> np.ndarray:
     return _read_idx_with_md5(Path(path), expected_magic)[0]
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write ``array`` as IDX (uint8 for MNIST; other IDX types too), gzipped if ``.gz``.
 
@@ -257,7 +247,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
             f.write(header)
             f.write(body)
 
-    _atomic_write(Path(path), write)
+    atomic_write(path, write, binary=True)
 
 
 # --------------------------------------------------------------------------- locating / download
