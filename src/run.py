@@ -73,12 +73,8 @@ def subnormals_flushed(enabled: bool) -> Iterator[None]:
 
 
 def make_datamodule(config: Config) -> MNISTDataModule:
-    d = config.data
-    datamodule = MNISTDataModule(
-        root=Path(d.root).expanduser(), dataset=d.name, batch_size=d.batch_size,
-        eval_batch_size=d.eval_batch_size, val_size=d.val_size, seed=config.seed,
-        download=d.download, limit_train=d.limit_train,
-        steps_per_call=config.trainer.steps_per_call)
+    datamodule = MNISTDataModule.from_config(config.data, seed=config.seed,
+                                             steps_per_call=config.trainer.steps_per_call)
     datamodule.setup()  # fail on bad data before any MLflow run exists
     return datamodule
 
@@ -134,7 +130,7 @@ def train(config: Config, *, client: MlflowClient | None = None,
     torch.set_num_threads(config.trainer.num_threads)
     with ThreadPoolExecutor(1) as pool:
         # Reading, hashing and gunzipping the data release the GIL, so they overlap with
-        # opening the store (mostly importing MLflow's SQL layer): ~0.2 s off every start-up.
+        # opening the store (mostly importing MLflow's SQL layer) and shorten every start-up.
         loading = pool.submit(make_datamodule, config)
         client = client or open_store(resolve_uri(config.tracking.uri))
         datamodule = loading.result()  # bad data fails here, before any MLflow run exists

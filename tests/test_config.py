@@ -50,6 +50,14 @@ def test_public_overrides_work_exactly_as_written(tmp_path) -> None:
     ("trainer.max_epochs=0", "max_epochs"),
     ("model.dropout=1.0", "dropout"),
     ("data.name=cifar", "data.name"),
+    # The rules MNISTDataModule trusts (it only asserts them): checked here, naming the key.
+    ("data.name=cifar", "data.name='cifar': expected one of ['fashion_mnist', 'mnist']"),
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("data.eval_batch_size=0", "data.eval_batch_size=0"),
+    ("data.val_size=0", "data.val_size=0"),
+    ("data.limit_train=0", "data.limit_train=0"),
+    ("trainer.steps_per_call=0", "trainer.steps_per_call=0"),
+    ("trainer.num_threads=0", "trainer.num_threads=0"),
 ])
 def test_bad_values_name_the_key(override: str, names: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(names)):
