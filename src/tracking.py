@@ -159,7 +159,7 @@ def run_lifecycle(client: MlflowClient, run_id: str,
     try:
         yield
     except stops as stop:
-        client.set_tag(run_id, "stopped", f"{type(stop).__name__}: {stop}"[:4000])
+        client.set_tag(run_id, "stopped", _reason(stop))
         client.set_terminated(run_id, "FINISHED")
         raise
     except (KeyboardInterrupt, Interrupted):
@@ -171,11 +171,16 @@ def run_lifecycle(client: MlflowClient, run_id: str,
         client.set_terminated(run_id, "KILLED")
         raise
     except BaseException as err:
-        client.set_tag(run_id, "failure", mask_secrets(f"{type(err).__name__}: {err}")[:4000])
+        client.set_tag(run_id, "failure", _reason(err))
         client.set_terminated(run_id, "FAILED")
         raise
     else:
         client.set_terminated(run_id, "FINISHED")
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as a run tag: type and message, URL passwords masked, within MLflow's limit."""
+    return mask_secrets(f"{type(err).__name__}: {err}")[:4000]
 
 
 def start_run(client: MlflowClient, experiment: str, name: str | None,
