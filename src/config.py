@@ -39,7 +39,9 @@ class DataConfig:
     # (src.data.default_root: a system copy such as Debian's, else data/<name>).
     root: str | None = "data/mnist"
     download: bool = True
-    val_size: int = 5000  # carved from the 60k training images with a seeded permutation
+    # Carved from the training images with a seeded permutation; that it leaves some training
+    # images is checked against the file (MNISTDataModule.setup), which the config cannot see.
+    val_size: int = 5000
     batch_size: int = 32
     eval_batch_size: int = 1000
     limit_train: int | None = None  # keep only this many training images (tests, smoke runs)
@@ -114,8 +116,8 @@ class TrainerConfig:
     steps_per_call: int = 64
     # Flush subnormal floats to zero while training, as TensorFlow's CPU kernels do. Adam's m
     # and v for weights that never get a gradient (MNIST's always-blank border pixels) decay
-    # geometrically into the subnormal range, where arithmetic is many times slower: 5 epochs
-    # of the blog's run took 10.3 s with them and 8.1 s without. Nothing above 1.2e-38 moves.
+    # geometrically into the subnormal range, where CPU arithmetic is much slower (the
+    # README's performance section has the measurement). Nothing above 1.2e-38 moves.
     flush_denormal: bool = True
 
     def __post_init__(self) -> None:

@@ -50,11 +50,11 @@ class Classifier(pl.LightningModule):
 
     Lightning hands `training_step` a chunk of consecutive minibatches (see
     `MNISTDataModule(steps_per_call=...)`) and the step loops over them with manual
-    optimization. Lightning's per-call bookkeeping costs ~0.3 ms — a third of a whole step of
-    this model on one CPU thread — and is paid once per chunk instead of once per step. The
-    minibatches, their order and the updates are the same for any chunk size (tested); only
-    Lightning's batch-level hooks see chunks. The epoch's training loss is summed in a tensor
-    and logged once, for the same reason.
+    optimization. Lightning's per-call bookkeeping is a sizeable fraction of a whole step of
+    this small model (the README's performance section has the numbers), so it is paid once
+    per chunk instead of once per step. The minibatches, their order and the updates are the
+    same for any chunk size (tested); only Lightning's batch-level hooks see chunks. The epoch's
+    training loss is summed in a tensor and logged once, for the same reason.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, num_classes: int,
