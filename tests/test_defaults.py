@@ -93,14 +93,14 @@ def section_name(schema: type, path: tuple[str, ...]) -> str:
     return section.__name__
 
 
-def yaml_keys(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """The leaves a YAML file sets, by dotted path; a list is one leaf."""
+def leaves(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """The leaves of a config tree by key path; a list, and an empty mapping, is one leaf."""
     if not isinstance(tree, dict) or not tree:
         return {prefix: tree} if prefix else {}
-    leaves: dict[tuple[str, ...], Any] = {}
+    found: dict[tuple[str, ...], Any] = {}
     for key, value in tree.items():
-        leaves.update(yaml_keys(value, (*prefix, str(key))))
-    return leaves
+        found.update(leaves(value, (*prefix, str(key))))
+    return found
 
 
 def own_keys(path: Path) -> dict[tuple[str, ...], Any]:
@@ -112,13 +112,14 @@ def own_keys(path: Path) -> dict[tuple[str, ...], Any]:
     relative = path.relative_to(CONF)
     is_global = len(relative.parts) == 1 or "# @package _global_" in text
     prefix = () if is_global else (relative.parts[0],)
-    return yaml_keys(tree, prefix) if tree else {}
+    return leaves(tree, prefix) if tree else {}
 
 
-def root_groups(root: str) -> list[str]:
+def group_choices(root: str) -> dict[str, str]:
+    """The group options a root config's defaults list chooses, e.g. {"data": "mnist"}."""
     entries = OmegaConf.to_container(OmegaConf.load(CONF / f"{root}.yaml"))["defaults"]
-    return [key for entry in entries if isinstance(entry, dict) for key in entry
-            if not key.startswith("override ")]
+    return {group: option for entry in entries if isinstance(entry, dict)
+            for group, option in entry.items() if not group.startswith("override ")}
 
 
 def schema_for(path: Path) -> type:
@@ -127,7 +128,7 @@ def schema_for(path: Path) -> type:
     if len(relative.parts) == 1:
         return root_schema(path.stem)
     group = relative.parts[0]
-    root = ADDED_GROUPS.get(group) or next(r for r in ROOTS if group in root_groups(r))
+    root = ADDED_GROUPS.get(group) or next(r for r in ROOTS if group in group_choices(r))
     return root_schema(root)
 
 
@@ -160,21 +161,10 @@ def test_the_default_config_is_the_dataclass_defaults() -> None:
     assert composed == Config()
 
 
-def _flat(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[tuple[str, ...], Any] = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, (*prefix, str(key))))
-    return flat
-
-
 def _composition(root: str, experiment: str | None) -> tuple[list[Path], list[str]]:
     """The files a composition reads (root, chosen group options, experiment) and overrides."""
-    entries = OmegaConf.to_container(OmegaConf.load(CONF / f"{root}.yaml"))["defaults"]
     files = [CONF / f"{root}.yaml"]
-    files += [CONF / group / f"{option}.yaml" for entry in entries if isinstance(entry, dict)
-              for group, option in entry.items() if not group.startswith("override ")]
+    files += [CONF / group / f"{option}.yaml" for group, option in group_choices(root).items()]
     if experiment is None:
         return files, []
     chain, name = [], experiment
@@ -201,7 +191,7 @@ def test_what_runs_is_the_dataclass_default_unless_a_file_sets_it(
     files, overrides = _composition(root, experiment)
     explicit = [key for path in files for key in own_keys(path)]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        composed = _flat(OmegaConf.to_container(compose(root, overrides=overrides),
+        composed = leaves(OmegaConf.to_container(compose(root, overrides=overrides),
                                                 resolve=True))
     differs = [f"{'.'.join(key)}={value!r} (default {schema_default(schema, key)!r})"
                for key, value in composed.items()
