@@ -9,7 +9,7 @@ import optuna
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from pipelines.study.config import make_pruner, make_sampler, suggest
+from pipelines.study.config import grid_values, make_pruner, make_sampler, suggest
 from pipelines.study.run import run_study
 from pipelines.study.storage import DEFAULT_STORAGE
 from src.config import ConfigError
@@ -126,3 +126,24 @@ def test_grid_must_hold_the_trials() -> None:
 def test_typos_fail_while_composing(override: str) -> None:
     with pytest.raises(ConfigCompositionException):
         composed(override)
+
+
+def test_the_automatic_grid_is_log_spaced_in_one_minus_beta_and_mapped_back() -> None:
+    # study.space.beta1=[0.1, 0.999]: 1 - β1 in [0.001, 0.9], three points 0.001, 0.03, 0.9.
+    s = composed("study.sampler.name=grid", "study.n_trials=5").study
+    values = grid_values(s)
+    assert values["beta1"] == pytest.approx([0.1, 0.97, 0.999])
+    assert values["beta2"] == pytest.approx([0.1, 1 - math.sqrt(0.9 * 1e-4), 0.9999])
+    assert values["lr"] == pytest.approx([1e-5, 1e-3, 1e-1])
+    # The trials train exactly those β, sampled as 1 - β.
+    trained = set()
+
+    def objective(trial: optuna.Trial) -> float:
+        point = suggest(trial, s.space)
+        trained.add((point["beta1"], point["beta2"]))
+        return 0.0
+
+    optuna.create_study(sampler=make_sampler(s, seed=0)).optimize(objective, n_trials=27)
+    assert sorted({b1 for b1, _ in trained}) == pytest.approx([0.1, 0.97, 0.999])
+    assert sorted({b2 for _, b2 in trained}) == pytest.approx(values["beta2"])
+    assert len(trained) == 9

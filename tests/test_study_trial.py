@@ -50,3 +50,45 @@ def test_a_diverging_trial_stops_at_once_and_the_study_goes_on(tiny_study: list[
     assert child.info.status == "FAILED"
     assert child.data.tags["failure"].startswith("NonFiniteLoss")
     assert child.data.tags["optuna.state"] == "PRUNED"
+
+
+def test_each_way_out_of_training_ends_the_trial_as_documented() -> None:
+    import optuna
+
+    from pipelines.study.trial import Objective, PruneOnValidation, QuietTrials
+    from src.interrupts import Interrupted
+    from src.model import NonFiniteLoss
+
+    study = optuna.create_study()
+    trial = study.ask()
+    monitor = PruneOnValidation(trial, "val/loss")
+    monitor.epoch = 3
+    quiet = QuietTrials()
+    objective = Objective(composed(), "parent", client=None, quiet=quiet, on_running=lambda: None)
+
+    def ending(err: BaseException) -> tuple[TrialState, str, BaseException] | None:
+        return objective._ending(trial, monitor, err)
+
+    pruned = optuna.TrialPruned("pruned after epoch 2: val/loss=1.5")
+    assert ending(pruned) == (TrialState.PRUNED, "pruned after epoch 2: val/loss=1.5", pruned)
+    assert quiet.numbers == set()
+
+    state, reason, raised = ending(NonFiniteLoss("training loss became nan at epoch 3"))
+    assert (state, reason) == (TrialState.PRUNED, "diverged: training loss became nan at epoch 3")
+    assert isinstance(raised, optuna.TrialPruned) and str(raised) == reason
+    running = study.trials[0]
+    assert running.user_attrs["diverged"] == "training loss became nan at epoch 3"
+    assert list(running.intermediate_values) == [3] and math.isnan(running.intermediate_values[3])
+
+    stops = [(KeyboardInterrupt(), "KeyboardInterrupt"), (Interrupted("SIGTERM"), "SIGTERM"),
+             (SystemExit(143), "143")]
+    for stop, said in stops:
+        state, reason, raised = ending(stop)
+        assert (state, reason) == (TrialState.FAIL, f"interrupted: {said}")
+        # Optuna ends a trial FAIL on KeyboardInterrupt, but leaves it RUNNING on the others.
+        assert type(raised) is KeyboardInterrupt and raised is not stop
+    assert quiet.numbers == {trial.number}  # Optuna's traceback for it is not shown
+
+    error = ValueError("bad")
+    assert ending(error) == (TrialState.FAIL, "ValueError: bad", error)
+    assert ending(GeneratorExit()) is None  # not a way training ends: goes on, unrecorded
