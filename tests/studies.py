@@ -33,7 +33,6 @@ def composed(*overrides: str, config_name: str = "study_config") -> StudyRunConf
     return to_study_config(cfg)
 
 
-
 def load(tmp_path: Path, name: str = "adam-mnist") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
 

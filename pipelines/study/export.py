@@ -29,7 +29,6 @@ from src.tracking import PROJECT_ROOT, log_params
 DEFAULT_EXPORT_DIR = PROJECT_ROOT / "conf" / "experiment"
 
 
-
 def _figures(study: optuna.Study, out: Path) -> list[str]:
     """The parent run's plots as PNG; a plot that the trials so far cannot support is skipped."""
     import matplotlib
@@ -110,7 +109,6 @@ def log_study_report(study: optuna.Study, client: MlflowClient, parent_run_id: s
     for item in skipped:
         print(f"note: plot skipped: {item}", flush=True)
     return best, importances
-
 
 
 def export_dir(study: StudyConfig) -> Path:

@@ -44,9 +44,10 @@ from src.tracking import PROJECT_ROOT, log_metric_batch, mask_secrets
 study_config.register()
 
 
-
 @dataclass(frozen=True)
 class StudyOutcome:
+    """What one invocation did: the study's counts, its best trial, the export, the exits."""
+
     name: str
     storage: str  # masked
     parent_run_id: str
@@ -126,7 +127,6 @@ def _run_settled(study: optuna.Study, client: MlflowClient, config: StudyRunConf
         raise
     settle(study, client, config.tracking.experiment, parent)
     return exit_codes
-
 
 
 def _summarize(outcome: StudyOutcome, config: StudyRunConfig) -> None:

@@ -76,7 +76,6 @@ class Turnstile:
             self._held = None
 
 
-
 def work(job: WorkerJob) -> None:
     """One worker: pull trials from the shared storage until the study is full."""
     s = job.config.study
