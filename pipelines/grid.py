@@ -1,37 +1,31 @@
-"""A grid of Adam settings: every combination of `grid.beta1`, `grid.beta2` (and optionally
-`grid.lr`, `grid.bias_correction`) is one arm of a comparison, trained with every seed.
+"""A grid of Adam settings: what it plans (every combination of `grid.beta1`, `grid.beta2`,
+optionally `grid.lr`, `grid.bias_correction`, as the arms of a comparison) and what it reports.
 
 Reached from `python -m src.train +experiment=beta_grid` (or `bias_correction`) through
-`pipeline:` in the config. The arms are run by the comparison's machinery
-(`pipelines.compare.plan` / `run_jobs`: worker processes, one MLflow child per cell × seed
-under one parent); the report on the parent adds to the comparison's curves and tables a
-table per cell (`grid.md`, `grid.csv`) and the figures the grid's shape calls for: a β1 × β2
-heatmap with the convergence boundaries overlaid, and the bias-correction figure of the
-paper's §6.4 when bias correction is varied (see `pipelines.report.write_grid_report`).
+`pipeline:` in the config. The arms are expanded by the comparison's `plan` and run by
+`pipelines.runs` (worker processes, one MLflow child per cell × seed under one parent); the
+report on the parent adds to the comparison's curves and tables a table per cell (`grid.md`,
+`grid.csv`) and the figures the grid's shape calls for: a β1 × β2 heatmap with the
+convergence boundaries overlaid, and the bias-correction figure of the paper's §6.4 when
+bias correction is varied (see `pipelines.report.grids`).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from pipelines.compare import arm_label, plan, run_under_parent
-from pipelines.report import (
-    RunResult,
-    grid_table,
-    write_grid_report,
-    write_internals,
-    write_report,
-)
+from pipelines.compare import arm_labels, plan
+from pipelines.report.compare import write_report
+from pipelines.report.grids import grid_table, write_grid_report
+from pipelines.report.internals import write_internals
+from pipelines.report.results import RunResult
+from pipelines.runs import run_under_parent, worker_count
 from src.config import ArmConfig, CompareConfig, Config, GridConfig, arm_optimizer, to_config
-from src.tracking import log_metric_batch
 
 
 def arm_name(coords: dict[str, Any]) -> str:
@@ -78,23 +72,19 @@ def as_comparison(config: Config) -> tuple[Config, dict[str, dict[str, Any]]]:
     return replace(config, compare=compare, grid=None), cells
 
 
-def log_grid_report(client: MlflowClient, run_id: str, results: list[RunResult],
-                    cells: dict[str, dict[str, Any]], labels: dict[str, str]) -> str:
+def write_grid_folder(folder: Path, results: list[RunResult], cells: dict[str, dict[str, Any]],
+                      labels: dict[str, str]) -> tuple[dict[str, float], None]:
     """The comparison's report without a verdict (curves, metrics tables), Adam's internals
-    when logged, and the grid's own table and figures, under the parent's `report/`."""
+    when logged, and the grid's own table and figures, into `folder`; the parent's metrics."""
     arms = list(cells)
-    with tempfile.TemporaryDirectory() as tmp:
-        report = write_report(results, arms, Path(tmp), labels=labels, compare=None,
-                              metric="val/loss", curve_metrics=("train/loss", "val/loss"))
-        write_internals(results, arms, Path(tmp), labels=labels)
-        write_grid_report(results, cells, Path(tmp))
-        client.log_artifacts(run_id, tmp, "report")
+    report = write_report(results, arms, folder, labels=labels, compare=None,
+                          metric="val/loss", curve_metrics=("train/loss", "val/loss"))
+    write_internals(results, arms, folder, labels=labels)
+    write_grid_report(results, cells, folder)
     summary = dict(report.summary)
     for row in grid_table(results, cells):
         summary[f"{row['arm']}/finished"] = float(row["finished"])
-    log_metric_batch(client, run_id, summary, step=0)
-    where = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/report"
-    return where.removeprefix("file://")
+    return summary, None
 
 
 def describe_grid(grid: GridConfig, cells: int, runs: int, workers: int) -> str:
@@ -113,16 +103,15 @@ def main(cfg: DictConfig) -> float | None:
     if grid is None:
         raise SystemExit("pipelines.grid needs a `grid:` section (+experiment=beta_grid)")
     comparison, cells = as_comparison(config)
-    jobs = plan(comparison)
-    workers = min(grid.workers or os.cpu_count() or 1, len(jobs))
     assert comparison.compare is not None
-    labels = {arm.name: arm_label(config.optimizer, arm_optimizer(config.optimizer, arm))
-              for arm in comparison.compare.arms}
-    _, where = run_under_parent(
+    jobs = plan(comparison)
+    workers = worker_count(grid.workers, len(jobs))
+    labels = arm_labels(config.optimizer, comparison.compare.arms)
+    run_under_parent(
         config, jobs, workers, "grid", describe_grid(grid, len(cells), len(jobs), workers),
-        lambda client, parent, results: log_grid_report(client, parent, results, cells, labels))
-    print(f"report: {where}", flush=True)
+        lambda folder, results: write_grid_folder(folder, results, cells, labels))
     return None
 
 
-__all__ = ["arm_name", "as_comparison", "grid_arms", "log_grid_report", "main"]
+__all__ = ["arm_name", "as_comparison", "describe_grid", "grid_arms", "main",
+           "write_grid_folder"]

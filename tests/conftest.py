@@ -78,3 +78,13 @@ def store(tmp_path: Path) -> Path:
     path = tmp_path / "mlruns"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def tiny_study(tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Overrides for a fast study on the tiny data, storage and MLflow store under tmp_path."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    return [f"data.root={tiny_mnist}", "data.download=false", "data.val_size=100",
+            "trainer.max_epochs=2", f"study.storage=sqlite:///{tmp_path}/optuna.db",
+            f"study.export_dir={tmp_path}/experiment", "study.workers=1",
+            "study.heartbeat_interval=1", "study.grace_period=2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from src.config import ArmConfig, OptimizerConfig
@@ -68,3 +69,30 @@ def test_arm_labels_show_beta_and_what_else_changed() -> None:
     arm = ArmConfig(name="x", optimizer={"betas": [0.1, 0.1], "lr": 0.01})
     assert arm_label(base, arm_optimizer(base, arm)) == "β=(0.1, 0.1), α=0.01"
     assert arm_label(base, base) == "β=(0.9, 0.999)"
+
+
+def test_a_configured_contrast_is_the_pair_the_report_tests(tmp_path: Path) -> None:
+    from pipelines.compare import arm_labels, contrast, write_compare_report
+    from pipelines.report.results import RunResult
+
+    config = composed("+experiment=compare_three",
+                      "compare.contrast=[beta_0.9_0.999,beta_0.5_0.9]")
+    compare = config.compare
+    assert compare is not None
+    assert contrast(compare) == ("beta_0.9_0.999", "beta_0.5_0.9")
+    default = composed("+experiment=compare_three").compare
+    assert default is not None and contrast(default) == ("beta_0.9_0.999", "beta_0.1_0.1")
+
+    # The first two arms differ by 8 points, the contrast's pair by 3: the verdict and the
+    # differences must be about the pair configured, not about the first two arms.
+    accuracy = {"beta_0.9_0.999": 0.98, "beta_0.1_0.1": 0.90, "beta_0.5_0.9": 0.95}
+    results = [RunResult(arm, seed, final={"test/acc": acc + 0.001 * seed})
+               for arm, acc in accuracy.items() for seed in range(3)]
+    summary, verdict = write_compare_report(tmp_path, results, compare,
+                                            arm_labels(config.optimizer, compare.arms))
+    assert verdict is not None
+    assert verdict.startswith("β=(0.9, 0.999) beats β=(0.5, 0.9) on test/acc by 3.00 points")
+    assert summary["diff/test_acc_mean"] == pytest.approx(0.03)
+    differences = (tmp_path / "metrics_differences.csv").read_text().splitlines()
+    assert {tuple(line.split(",")[:2]) for line in differences[1:]} == {
+        ("beta_0.9_0.999", "beta_0.5_0.9")}

@@ -82,8 +82,9 @@ class SearchSpaceConfig:
 
 
 @dataclass
-class GridConfig:
-    """Grid points per parameter in natural units; null: `grid_points` log-spaced points."""
+class SamplerGridConfig:
+    """`study.sampler.grid`: the grid sampler's points per parameter, in natural units (null:
+    `grid_points` log-spaced points). Not `src.config.GridConfig`, the β grid of a grid run."""
 
     lr: list[float] | None = None
     beta1: list[float] | None = None
@@ -100,7 +101,7 @@ class SamplerConfig:
     seed: int = 0
     n_startup_trials: int = 10  # tpe, cmaes: random trials before the model takes over
     grid_points: int = 3  # grid: log-spaced points per parameter over its range ...
-    grid: GridConfig = field(default_factory=GridConfig)  # ... unless listed here
+    grid: SamplerGridConfig = field(default_factory=SamplerGridConfig)  # ... unless listed here
 
     def __post_init__(self) -> None:
         require(self.name in SAMPLERS,
@@ -311,7 +312,6 @@ def _one_minus(x: float) -> float:
     return float(f"{1.0 - x:.15g}")
 
 
-
 def suggest(trial: optuna.Trial, space: SearchSpaceConfig) -> dict[str, float]:
     """Sample one point of the space; returns natural values (lr, beta1, beta2[, eps])."""
     params = {PARAM_NAMES[name]: trial.suggest_float(PARAM_NAMES[name], *space.bounds(name),
@@ -350,7 +350,7 @@ def make_pruner(study: StudyConfig, max_epochs: int) -> optuna.pruners.BasePrune
     assert p.name == "none"
     return optuna.pruners.NopPruner()
 
-__all__ = ["METRICS", "PARAM_NAMES", "GridConfig", "PointConfig", "PrunerConfig",
+__all__ = ["METRICS", "PARAM_NAMES", "SamplerGridConfig", "PointConfig", "PrunerConfig",
            "SamplerConfig", "SearchSpaceConfig", "StudyConfig", "StudyRunConfig",
            "first_difference", "from_optuna_params", "grid_values", "make_pruner", "make_sampler",
            "register", "suggest", "to_optuna_params", "to_study_config", "trial_settings"]

@@ -1,0 +1,153 @@
+"""What a study leaves behind: its report on the parent run, and the best trial as an experiment.
+
+The parent run gets the counts, the best value and parameters, the importances, the plots
+and the trial table (under `study/`); the best trial becomes a Hydra experiment,
+`conf/experiment/best_<name>.yaml`, that `python -m src.train +experiment=best_<name>` replays.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import optuna
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from optuna.trial import FrozenTrial
+
+from pipelines.runs import log_report
+from pipelines.study.config import StudyConfig, StudyRunConfig, from_optuna_params
+from pipelines.study.storage import counts
+from src.files import atomic_write
+from src.tracking import PROJECT_ROOT, log_params
+
+DEFAULT_EXPORT_DIR = PROJECT_ROOT / "conf" / "experiment"
+
+
+def _figures(study: optuna.Study, out: Path) -> list[str]:
+    """The parent run's plots as PNG; a plot that the trials so far cannot support is skipped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    betas = ["1-beta1", "1-beta2"]
+    wanted = {
+        "optimization_history.png": lambda: plots.plot_optimization_history(study),
+        "param_importances.png": lambda: plots.plot_param_importances(study),
+        "contour_beta1_beta2.png": lambda: plots.plot_contour(study, params=betas),
+        "slice.png": lambda: plots.plot_slice(study),
+    }
+    skipped = []
+    for name, draw in wanted.items():
+        try:
+            # Optuna warns (and logs) about thin data, e.g. a parameter with one value so far.
+            with warnings.catch_warnings(), _optuna_verbosity(optuna.logging.ERROR):
+                warnings.simplefilter("ignore")
+                axes = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError) as err:
+            skipped.append(f"{name} ({err})")
+            continue
+        figure = np.asarray(axes).flat[0].figure
+        figure.set_size_inches(max(figure.get_size_inches()[0], 8), 6)
+        figure.savefig(out / name, dpi=120, bbox_inches="tight")
+        plt.close(figure)
+    return skipped
+
+
+@contextmanager
+def _optuna_verbosity(level: int) -> Iterator[None]:
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _importances(study: optuna.Study) -> dict[str, float]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}  # too few complete trials to tell
+    return {k: float(v) for k, v in found.items()}
+
+def log_study_report(study: optuna.Study, client: MlflowClient, parent_run_id: str,
+                     config: StudyRunConfig) -> tuple[FrozenTrial | None, dict[str, float]]:
+    """Best value and params, counts, plots, importances and the trial table → parent run."""
+    s = config.study
+    tally = counts(study)
+    metrics = {f"trials/{state.name.lower()}": float(n) for state, n in tally.items() if n}
+    try:
+        best: FrozenTrial | None = study.best_trial
+    except ValueError:  # no complete trial yet
+        best = None
+    importances = _importances(study)
+    if best is not None and best.value is not None:
+        metrics[f"best/{s.metric}"] = best.value
+        natural = from_optuna_params(best.params)
+        log_params(client, parent_run_id, {"best.trial": str(best.number),
+                                           **{f"best.{k}": repr(v) for k, v in natural.items()}})
+    metrics.update({f"importance/{k}": v for k, v in importances.items()})
+
+    def write(folder: Path) -> tuple[dict[str, float], list[str]]:
+        skipped = _figures(study, folder) if best is not None else [
+            "all plots (no complete trial)"]
+        (folder / "importances.json").write_text(json.dumps(importances, indent=2) + "\n")
+        study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+        return metrics, skipped
+
+    skipped, _ = log_report(client, parent_run_id, write, artifact_path="study")
+    for item in skipped:
+        print(f"note: plot skipped: {item}", flush=True)
+    return best, importances
+
+
+def export_dir(study: StudyConfig) -> Path:
+    if study.export_dir is None:
+        return DEFAULT_EXPORT_DIR
+    path = Path(study.export_dir).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def export_best(best: FrozenTrial, config: StudyRunConfig) -> Path:
+    """Write the best trial as a Hydra experiment (`+experiment=best_<name>`), atomically."""
+    s = config.study
+    natural = from_optuna_params(best.params)
+    optimizer = asdict(config.optimizer) | {"lr": natural["lr"],
+                                            "betas": [natural["beta1"], natural["beta2"]]}
+    if "eps" in natural:
+        optimizer["eps"] = natural["eps"]
+    data = {k: getattr(config.data, k) for k in ("name", "val_size", "batch_size", "limit_train")}
+    settings = {"optimizer": optimizer, "model": asdict(config.model), "data": data,
+                "trainer": {"max_epochs": config.trainer.max_epochs,
+                            "deterministic": config.trainer.deterministic},
+                "seed": config.seed}
+    header = (f"# @package _global_\n"
+              f"# Best trial of Optuna study '{s.name}': trial {best.number}, "
+              f"{s.metric}={best.value:.6g} (written by pipelines.study).\n"
+              f"#   python -m src.train +experiment=best_{s.name} data.root=...\n")
+    target = export_dir(s) / f"best_{s.name}.yaml"
+    text = header + OmegaConf.to_yaml(OmegaConf.create(settings))
+    atomic_write(target, lambda fh: fh.write(text))
+    return target
+
+
+def replay_command(path: Path, config: StudyRunConfig) -> str:
+    name = path.stem
+    where = "" if path.parent == DEFAULT_EXPORT_DIR else (
+        f" hydra.searchpath=[file://{path.parent.parent}]" if path.parent.name == "experiment"
+        else f"  # copy {path} into conf/experiment/ first")
+    return f"python -m src.train +experiment={name} data.root={config.data.root}{where}"
+
+
+__all__ = ["DEFAULT_EXPORT_DIR", "export_best", "export_dir", "log_study_report",
+           "replay_command"]

@@ -1,0 +1,152 @@
+"""pipelines.report.stats against known answers; importing it needs no matplotlib."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import special
+
+from pipelines.report.stats import Summary, band, summarize, welch_test
+from tests.conftest import REPO
+
+T4_975 = 2.7764451051977987  # t(0.975, df=4), from tables
+T1_975 = 12.706204736174705  # t(0.975, df=1)
+
+# Wikipedia, "Welch's t-test", worked example (two samples of 15).
+WIKI_A = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
+WIKI_B = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+
+
+# --------------------------------------------------------------------------- summarize
+
+
+def test_summarize_known_answer() -> None:
+    s = summarize([1, 2, 3, 4, 5])
+    half = T4_975 * math.sqrt(2.5) / math.sqrt(5)
+    assert s.n == 5
+    assert s.mean == pytest.approx(3.0)
+    assert s.std == pytest.approx(math.sqrt(2.5))
+    assert s.ci_low == pytest.approx(3 - half, rel=1e-12)
+    assert s.ci_high == pytest.approx(3 + half, rel=1e-12)
+
+
+def test_summarize_other_confidence_is_narrower() -> None:
+    s90, s95 = summarize([1, 2, 3, 4, 5], 0.90), summarize([1, 2, 3, 4, 5])
+    assert s95.ci_low < s90.ci_low < 3 < s90.ci_high < s95.ci_high
+
+
+def test_summarize_degenerate_never_crashes() -> None:
+    assert summarize([0.97]) == Summary(1, 0.97, 0.0, 0.97, 0.97)
+    empty = summarize([])
+    assert empty.n == 0 and all(math.isnan(x) for x in (empty.mean, empty.std, empty.ci_low))
+    # Non-finite values (a diverged run) are dropped and n says so.
+    s = summarize([1.0, float("nan"), 3.0, float("inf")])
+    assert (s.n, s.mean) == (2, 2.0)
+    const = summarize([2.0, 2.0, 2.0])
+    assert (const.std, const.ci_low, const.ci_high) == (0.0, 2.0, 2.0)
+    with pytest.raises(ValueError):
+        summarize([1, 2], confidence=1.5)
+
+
+# --------------------------------------------------------------------------- welch
+
+
+def _welch_by_hand(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """t, df, two-sided p from the textbook formulas (p via the regularised beta)."""
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
+    se2 = va / na + vb / nb
+    t = (ma - mb) / math.sqrt(se2)
+    df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    p = special.betainc(df / 2, 0.5, df / (df + t * t))  # P(|T_df| > |t|)
+    return t, df, float(p)
+
+
+def test_welch_wikipedia_example() -> None:
+    d = welch_test(WIKI_A, WIKI_B)
+    # Published rounded values...
+    assert d.t == pytest.approx(-2.46, abs=0.01)
+    assert d.df == pytest.approx(24.9, abs=0.1)
+    assert d.p_value == pytest.approx(0.021, abs=0.001)
+    # ...and the exact hand computation.
+    t, df, p = _welch_by_hand(WIKI_A, WIKI_B)
+    assert d.t == pytest.approx(t, rel=1e-10)
+    assert d.df == pytest.approx(df, rel=1e-10)
+    assert d.p_value == pytest.approx(p, rel=1e-8)
+    assert d.mean_diff == pytest.approx(np.mean(WIKI_A) - np.mean(WIKI_B))
+    assert (d.n_a, d.n_b) == (15, 15)
+    # p < 0.05 <=> the 95% CI excludes 0, both sides from the same SE and df.
+    assert d.ci_low < d.mean_diff < d.ci_high < 0
+    se = math.sqrt(np.var(WIKI_A, ddof=1) / 15 + np.var(WIKI_B, ddof=1) / 15)
+    assert (d.ci_high - d.ci_low) / 2 / se == pytest.approx(2.0595, abs=2e-3)  # t(.975, 24.9)
+
+
+def test_welch_ci_touches_zero_exactly_at_p_equal_alpha() -> None:
+    a, b = [1.0, 2.0, 4.0, 3.5], [0.0, 1.5, 0.5]
+    d = welch_test(a, b, confidence=0.95)
+    d_at_p = welch_test(a, b, confidence=1 - d.p_value)
+    assert d_at_p.ci_low == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "n"),
+    [([1.0], [2.0, 3.0], (1, 2)), ([], [2.0, 3.0], (0, 2)), ([], [], (0, 0))],
+)
+def test_welch_small_samples_are_nan(a: list[float], b: list[float], n: tuple[int, int]) -> None:
+    d = welch_test(a, b)
+    assert all(math.isnan(x) for x in (d.t, d.df, d.p_value, d.ci_low, d.ci_high))
+    assert (d.n_a, d.n_b) == n
+    assert math.isnan(d.mean_diff) == (0 in n)
+
+
+@pytest.mark.parametrize("v", [0.98, 0.1, 0.3, 0.9761, 1 / 3])
+def test_welch_two_constant_samples_is_nan_not_p_zero(v: float) -> None:
+    # Float round-off in the mean must not turn "no spread at all" into p = 0.
+    d = welch_test([v] * 7, [v - 0.03] * 5)
+    assert d.mean_diff == pytest.approx(0.03)
+    assert all(math.isnan(x) for x in (d.t, d.df, d.p_value, d.ci_low, d.ci_high))
+    # One constant side is fine: the other side's variance carries the test.
+    assert math.isfinite(welch_test([v] * 3, [0.95, 0.96, 0.94]).p_value)
+
+
+# --------------------------------------------------------------------------- band
+
+
+def test_band_known_curves() -> None:
+    mean, low, high = band([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])
+    np.testing.assert_allclose(mean, [2.0, 3.0, 4.0])
+    # sd = √2 at every epoch, n = 2: half-width = t(1) · √2 / √2.
+    np.testing.assert_allclose(high - mean, T1_975, rtol=1e-10)
+    np.testing.assert_allclose(mean - low, T1_975, rtol=1e-10)
+
+
+def test_band_matches_summarize_per_epoch() -> None:
+    curves = [[1.0, 5.0], [2.0, 4.0], [3.0, 6.5], [4.0, 5.5], [5.0, 4.5]]
+    mean, low, high = band(curves)
+    for epoch in range(2):
+        s = summarize([c[epoch] for c in curves])
+        assert (mean[epoch], low[epoch], high[epoch]) == pytest.approx(
+            (s.mean, s.ci_low, s.ci_high)
+        )
+
+
+def test_band_ragged_uses_per_epoch_n() -> None:
+    mean, low, high = band([[1.0, 2.0, 3.0], [3.0, 4.0]])
+    np.testing.assert_allclose(mean, [2.0, 3.0, 3.0])
+    assert low[2] == high[2] == 3.0  # only one run reached epoch 3: zero-width band
+    empty = band([])
+    assert all(x.size == 0 for x in empty)
+
+
+def test_the_statistics_import_without_matplotlib() -> None:
+    code = ("import sys, pipelines.report.stats as s; s.summarize([1.0, 2.0]); "
+            "sys.exit('matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr or "importing the statistics imported matplotlib"

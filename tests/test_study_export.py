@@ -1,0 +1,45 @@
+"""pipelines.study.export: the best trial on the parent run, and replayed as an experiment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from pipelines.study.run import run_study
+from src.tracking import PROJECT_ROOT
+from tests.studies import PNG_MAGIC, composed, load
+
+
+def test_the_best_trial_is_reported_and_replays_as_an_experiment(tiny_study: list[str],
+                                                                 tmp_path: Path) -> None:
+    # A name of its own, so that no best_<name>.yaml in the repository's conf/ answers instead.
+    outcome = run_study(composed(
+        *tiny_study, "study.n_trials=3", "study.name=replay_test", "study.sampler.name=grid",
+        "study.sampler.grid={lr:[1e-3],beta1:[0.1,0.9,0.99],beta2:[0.999]}"))
+    study = load(tmp_path, "replay_test")
+    assert sorted(t.user_attrs["beta1"] for t in study.trials) == pytest.approx([0.1, 0.9, 0.99])
+
+    best = study.best_trial
+    assert outcome.best_trial == best.number and outcome.best_value == best.value
+    assert outcome.exported == tmp_path / "experiment" / "best_replay_test.yaml"
+    with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
+        replay = compose("config", overrides=["+experiment=best_replay_test",
+                                              f"hydra.searchpath=[file://{tmp_path}]"])
+    assert replay.optimizer.lr == best.params["lr"]
+    assert list(replay.optimizer.betas) == [best.user_attrs["beta1"], best.user_attrs["beta2"]]
+    assert replay.trainer.max_epochs == 2 and replay.data.val_size == 100
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.metrics["best/val/loss"] == best.value
+    assert parent.data.params["best.trial"] == str(best.number)
+    assert float(parent.data.params["best.beta1"]) == best.user_attrs["beta1"]
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://")) / "study"
+    for png in ("optimization_history.png", "param_importances.png",
+                "contour_beta1_beta2.png", "slice.png"):
+        assert (artifacts / png).read_bytes().startswith(PNG_MAGIC), png
+    assert (artifacts / "best_replay_test.yaml").is_file()
+    assert (artifacts / "trials.csv").read_text().count("\n") == 4
