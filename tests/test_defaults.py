@@ -28,7 +28,7 @@ CONF = PROJECT_ROOT / "conf"
 # name of that node (the first entry of the root's defaults list).
 ROOTS = {
     "config": ("src.config", "config_schema"),
-    "study_config": ("pipelines.study_config", "study_schema"),
+    "study_config": ("pipelines.study.config", "study_schema"),
 }
 # Groups chosen on the command line (`+experiment=...`) rather than in a defaults list.
 ADDED_GROUPS = {"experiment": "config"}
