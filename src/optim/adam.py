@@ -31,7 +31,7 @@ from torch.optim.optimizer import ParamsT
 
 from src.optim.base import ElementwiseOptimizer, Options, check_hyperparameters
 
-__all__ = ["Adam", "AdamW", "adam", "bias_corrected_step"]
+__all__ = ["Adam", "AdamW", "adam", "bias_corrected_step", "moving_average_"]
 
 
 def adam(
@@ -70,8 +70,8 @@ def adam(
         # Decoupled (AdamW): θ_{t-1} ← (1 - α·λ)·θ_{t-1}, outside the moment estimates.
         theta.mul_(decay)
 
-    # m_t ← β1·m_{t-1} + (1-β1)·g_t — lerp is the same convex combination in one pass.
-    exp_avg.lerp_(g, one_minus_beta1)
+    # m_t ← β1·m_{t-1} + (1-β1)·g_t
+    moving_average_(exp_avg, g, one_minus_beta1)
 
     # v_t ← β2·v_{t-1} + (1-β2)·g_t²
     exp_avg_sq.mul_(beta2).addcmul_(g, g, value=one_minus_beta2)
@@ -89,6 +89,15 @@ def adam(
     # denominator is the one temporary the update cannot avoid, since v_t must survive.
     denom = torch.sqrt(v, out=scratch).add_(eps_hat)
     theta.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def moving_average_(average: Tensor, x: Tensor, weight: float | Tensor) -> Tensor:
+    """average ← (1-weight)·average + weight·x, in place: a lerp, the same convex combination
+    in one pass; spelt out for a tensor weight (compiled), where lerp would keep both of its
+    formulas and pick one per element."""
+    if isinstance(weight, Tensor):
+        return average.add_((x - average) * weight)
+    return average.lerp_(x, weight)
 
 
 def bias_corrected_step(t: float, *, lr: float, beta1: float, beta2: float, eps: float,
@@ -185,8 +194,8 @@ class Adam(ElementwiseOptimizer):
         return ("exp_avg", "exp_avg_sq")
 
     def options(self, group: dict[str, Any], t: float) -> Options:
-        beta1, beta2 = (float(b) for b in group["betas"])
-        lr = float(group["lr"])
+        b1, b2 = group["betas"]
+        beta1, beta2, lr = float(b1), float(b2), float(group["lr"])
         weight_decay = float(group["weight_decay"])
         step_size, eps_hat = bias_corrected_step(
             t, lr=lr, beta1=beta1, beta2=beta2, eps=float(group["eps"]),

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
+from src.optim.adam import moving_average_
 from src.optim.base import ElementwiseOptimizer, Options, check_hyperparameters
 
 __all__ = ["AdaMax", "adamax"]
@@ -57,8 +58,8 @@ def adamax(
     if weight_decay:
         g = g.add(theta, alpha=weight_decay)  # L2: g_t ← g_t + λ·θ_{t-1}
 
-    # m_t ← β1·m_{t-1} + (1-β1)·g_t
-    exp_avg.lerp_(g, one_minus_beta1)
+    # m_t ← β1·m_{t-1} + (1-β1)·g_t, as in Adam
+    moving_average_(exp_avg, g, one_minus_beta1)
 
     # u_t ← max(β2·u_{t-1}, |g_t|) — with ε inside the max for eps_mode="paper" (torch).
     abs_g = torch.abs(g, out=scratch)

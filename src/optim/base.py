@@ -18,6 +18,7 @@ group at step t. This class does the rest as ``torch.optim`` does it:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -34,6 +35,7 @@ from src.optim.torch_private import (
     profiler_enabled,
     set_grad_enabled,
     step_dtype,
+    zero_all_,
     zero_grad_range,
 )
 
@@ -260,7 +262,7 @@ class ElementwiseOptimizer(Optimizer):
                 else:
                     grads.setdefault((grad.device, grad.dtype), []).append(grad)
         for same in grads.values():
-            torch._foreach_zero_(same)
+            zero_all_(same)
 
     # --------------------------------------------------------------------- step
 
@@ -281,7 +283,8 @@ class ElementwiseOptimizer(Optimizer):
         return loss
 
     def _step_group(self, index: int, group: dict[str, Any]) -> None:
-        self._refuse_differentiable(group)
+        if group.get("differentiable"):
+            self._refuse_differentiable(group)
         params = group["params"]
         if group.get("capturable") and not group.get("fused"):
             for p in params:
@@ -294,7 +297,7 @@ class ElementwiseOptimizer(Optimizer):
         # Every check before any update, so that an error leaves the group as it was.
         tensors = self._init_tensors(group, rest, keys) if rest else []
         if ready:
-            self._layout.run(ready, type(self).rule, lambda t: self.options(group, t))
+            self._layout.run(ready, type(self).rule, partial(self.options, group))
         if tensors:
             self._step_tensors(group, tensors)
 

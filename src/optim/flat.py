@@ -43,14 +43,15 @@ import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from operator import is_
+from itertools import repeat
+from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.graph import increment_version
 
-from src.optim.torch_private import step_dtype
+from src.optim.torch_private import copy_all_, step_dtype, version
 
 __all__ = ["AUTO_COMPILE_NUMEL", "Bucket", "FlatLayout", "GroupPlan", "Rule"]
 
@@ -62,6 +63,13 @@ Rule = Callable[..., None]
 # faster than eager ops, while below it the step is too short to repay torch.compile's
 # first-call cost (seconds).
 AUTO_COMPILE_NUMEL = 1 << 20
+
+
+_grad_of = attrgetter("grad")
+
+
+def _nothing() -> None:
+    """The weak reference of a gradient never copied: dead from the start."""
 
 
 class Bucket:
@@ -76,8 +84,8 @@ class Bucket:
 
     __slots__ = (
         "params", "keys", "param", "grad", "states", "step", "param_views", "ptrs", "grad_views",
-        "state_views", "steps", "dicts", "state_ref", "t", "step_version", "seen", "scratch",
-        "use_compile", "compiled",
+        "state_views", "steps", "getters", "dicts", "state_ref", "t", "step_version", "seen_refs",
+        "seen_versions", "scratch", "use_compile", "compiled",
     )
 
     def __init__(self, params: list[Tensor], keys: tuple[str, ...], use_compile: bool) -> None:
@@ -99,12 +107,16 @@ class Bucket:
         self.grad_views = views(self.grad)
         self.state_views = tuple(views(s) for s in self.states)
         self.steps = list(self.step.unbind())
+        # (state[p][key] getter, the views it must return) for "step" and each key.
+        self.getters = [(itemgetter("step"), self.steps)] + [
+            (itemgetter(k), views) for k, views in zip(keys, self.state_views, strict=True)]
         self.dicts: list[dict[str, Any] | None] = [None] * len(params)
         self.state_ref: object = None
         self.t: float | None = None
         self.step_version = -1
-        # Per parameter: (weak reference, version) of the gradient last copied into `grad`.
-        self.seen: list[tuple[weakref.ref[Tensor], int] | None] = [None] * len(params)
+        # Per parameter: the gradient last copied into `grad` (weakly) and its version then.
+        self.seen_refs: list[Callable[[], Tensor | None]] = [_nothing] * len(params)
+        self.seen_versions: list[int] = [-1] * len(params)
         self.scratch: Tensor | None = None
         self.use_compile = use_compile
         self.compiled = False
@@ -200,7 +212,7 @@ class FlatLayout:
             increment_version(bucket.params)
             bucket.step.add_(1.0)
             bucket.t = t
-            bucket.step_version = bucket.step._version
+            bucket.step_version = version(bucket.step)
 
     # ------------------------------------------------------------------- planning
 
@@ -277,40 +289,37 @@ class FlatLayout:
     def _intact(b: Bucket, state: dict[Tensor, Any]) -> bool:
         """Cheap check that every view is still in place and t is known."""
         dicts = b.dicts
-        return (
-            b.t is not None
-            and b.state_ref is state
-            and b.step._version == b.step_version
-            and list(map(Tensor.data_ptr, b.params)) == b.ptrs
-            and all(map(is_, map(state.get, b.params), dicts))
-            and all(
-                all(map(is_, (d.get(k) for d in dicts), views))  # type: ignore[union-attr]
-                for k, views in zip(b.keys, b.state_views, strict=True)
+        try:
+            return (
+                b.t is not None
+                and b.state_ref is state
+                and version(b.step) == b.step_version
+                and list(map(Tensor.data_ptr, b.params)) == b.ptrs
+                and all(map(is_, map(state.get, b.params), dicts))
+                and all([all(map(is_, map(get, dicts), views)) for get, views in b.getters])
             )
-            and all(map(is_, (d.get("step") for d in dicts), b.steps))  # type: ignore[union-attr]
-        )
+        except KeyError:  # a state dict lost one of its tensors
+            return False
 
     @staticmethod
     def _gather_grads(b: Bucket) -> bool:
         """Copy each fresh gradient into the bucket's gradient buffer (one op for all);
         False, copying nothing, if a parameter has no dense gradient."""
-        dst: list[Tensor] = []
-        src: list[Tensor] = []
-        fresh: list[int] = []
-        for i, p in enumerate(b.params):
-            grad = p.grad
+        grads = list(map(_grad_of, b.params))
+        seen = [ref() for ref in b.seen_refs]
+        if (all(map(is_, grads, seen)) and not any(map(is_, seen, repeat(None)))
+                and list(map(version, grads)) == b.seen_versions):
+            return True  # the very tensors copied last time, unchanged since
+        for grad in grads:
             if grad is None or grad.layout != torch.strided:
                 return False
-            seen = b.seen[i]
-            if seen is not None and seen[0]() is grad and seen[1] == grad._version:
-                continue
-            dst.append(b.grad_views[i])
-            src.append(grad)
-            fresh.append(i)
-        if dst:
-            torch._foreach_copy_(dst, src)
-            for i, grad in zip(fresh, src, strict=True):
-                b.seen[i] = (weakref.ref(grad), grad._version)
+        fresh = [i for i, (grad, ref, seen) in
+                 enumerate(zip(grads, b.seen_refs, b.seen_versions, strict=True))
+                 if ref() is not grad or version(grad) != seen]
+        copy_all_([b.grad_views[i] for i in fresh], [grads[i] for i in fresh])
+        for i in fresh:
+            b.seen_refs[i] = weakref.ref(grads[i])
+            b.seen_versions[i] = version(grads[i])
         return True
 
     def _sync(self, b: Bucket, state: dict[Tensor, Any]) -> None:
@@ -361,7 +370,7 @@ class FlatLayout:
                 p_state[key] = views[i]
             b.dicts[i] = p_state
         b.state_ref = state
-        b.step_version = b.step._version
+        b.step_version = version(b.step)
         steps = b.step.tolist()
         if any(d is None for d in b.dicts) or min(steps) != max(steps):
             b.t = None

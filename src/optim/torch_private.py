@@ -1,5 +1,6 @@
-"""The one place that leans on torch.optim's private API: step hooks and profiler ranges,
-torch's fused and capturable checks, and the dtype torch gives the step counter.
+"""The one place that leans on torch's private API: step hooks and profiler ranges, torch's
+fused and capturable checks, the dtype torch gives the step counter, the multi-tensor copy and
+zero ops, and tensors' version counters.
 
 Everything here mirrors what ``torch.optim.Optimizer`` and ``torch.optim.Adam`` do, so the
 project's optimizers behave the same; if a torch upgrade moves one of these names, this file
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -26,12 +28,19 @@ from torch.optim.optimizer import (
 )
 
 __all__ = [
-    "check_capturable", "check_fused", "hooked_step", "profiler_enabled", "set_grad_enabled",
-    "step_dtype", "zero_grad_range",
+    "check_capturable", "check_fused", "copy_all_", "hooked_step", "profiler_enabled",
+    "set_grad_enabled", "step_dtype", "version", "zero_all_", "zero_grad_range",
 ]
 
 # What @torch.no_grad() does, without building its context-manager objects every step.
 set_grad_enabled: Callable[[bool], None] = torch._C._set_grad_enabled
+
+# One op over lists of same-device tensors (torch.optim's own zero_grad uses them).
+copy_all_: Callable[[list[Tensor], list[Tensor]], None] = torch._foreach_copy_
+zero_all_: Callable[[list[Tensor]], None] = torch._foreach_zero_
+
+# A tensor's version counter: bumped by autograd and by every in-place op on it or its views.
+version: Callable[[Tensor], int] = attrgetter("_version")
 
 
 def profiler_enabled() -> bool:
