@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.config import OptimizerConfig
-from src.optim import Adam
+from src.optim import build as build_optimizer
 
 
 def build_mlp(in_features: int, hidden: Sequence[int], num_classes: int,
@@ -72,11 +72,8 @@ class Classifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def configure_optimizers(self) -> Adam:
-        o = self.optimizer_config
-        return Adam(self.parameters(), lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps,
-                    weight_decay=o.weight_decay, eps_mode=o.eps_mode,
-                    bias_correction=o.bias_correction)
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.parameters(), self.optimizer_config)
 
     def training_step(self, chunk: tuple[torch.Tensor, torch.Tensor], chunk_idx: int) -> None:
         optimizer = self.optimizers()
