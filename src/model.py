@@ -89,9 +89,33 @@ def _step_calls(module: pl.LightningModule) -> StepCalls:
     )
     if direct:
         optimizer = module.optimizers(use_pl_optimizer=False)
-        return optimizer.zero_grad, torch.Tensor.backward, optimizer.step, loop.optim_step_progress
+        return optimizer.zero_grad, _scalar_backward(), optimizer.step, loop.optim_step_progress
     wrapped = module.optimizers()
     return wrapped.zero_grad, module.manual_backward, wrapped.step, None
+
+
+def _scalar_backward() -> Callable[[torch.Tensor], None]:
+    """`loss.backward()` for a scalar loss, minus torch.autograd.backward's Python checks.
+
+    That wrapper validates its arguments and makes a new ones-tensor seed on every call, as
+    much Python per step as Lightning's wrappers were; this passes one seed per dtype and
+    device to the engine entry point it ends in, with Tensor.backward's defaults, so the
+    gradients are the same. Tensor.backward where torch lacks that entry point.
+    """
+    run_backward = getattr(torch.autograd.graph, "_engine_run_backward", None)
+    if run_backward is None:
+        return torch.Tensor.backward
+    seeds: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor]] = {}
+
+    def backward(loss: torch.Tensor) -> None:
+        key = (loss.dtype, loss.device)
+        seed = seeds.get(key)
+        if seed is None:
+            seed = seeds[key] = (torch.ones((), dtype=loss.dtype, device=loss.device),)
+        run_backward((loss,), seed, False, False, (), allow_unreachable=True,
+                     accumulate_grad=True)
+
+    return backward
 
 
 class Classifier(pl.LightningModule):
@@ -102,8 +126,8 @@ class Classifier(pl.LightningModule):
     optimization. Lightning's per-call bookkeeping costs ~0.3 ms — a third of a whole step of
     this model on one CPU thread — and is paid once per chunk instead of once per step. The
     minibatches, their order and the updates are the same for any chunk size (tested); only
-    Lightning's batch-level hooks see chunks. The epoch's training loss is summed in a tensor
-    and logged once, for the same reason.
+    Lightning's batch-level hooks see chunks. The epoch's training loss is summed once per
+    chunk and logged once per epoch, for the same reason.
     """
 
     def __init__(self, net: nn.Module, optimizer: OptimizerConfig, num_classes: int,
