@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 
-from src.config import Config
+from src.config import Config, require
 from src.data import MNISTDataModule
 from src.internals import AdamInternals
 from src.interrupts import Interrupted, acknowledge
@@ -70,6 +70,22 @@ def subnormals_flushed(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+def check_accelerator(name: str) -> None:
+    """Refuse an accelerator this machine lacks, naming the ones it has (ConfigError).
+
+    Lightning finds out only while building the Trainer, after the run's MLflow run exists;
+    this asks its registry the same question first. The name itself is checked by the config.
+    """
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    available = sorted(n for n in AcceleratorRegistry.available_accelerators()
+                       if AcceleratorRegistry[n]["accelerator"].is_available())
+    wanted = {"auto": available, "gpu": ["cuda", "mps"]}.get(name, [name])
+    require(any(w in available for w in wanted),
+            f"trainer.accelerator={name}: this machine has no {' or '.join(wanted)} device "
+            f"(available: {', '.join(available)})")
 
 
 def make_datamodule(config: Config) -> MNISTDataModule:
@@ -127,6 +143,7 @@ def train(config: Config, *, client: MlflowClient | None = None,
     dates the start-up from an earlier point, e.g. before the entry point's imports.
     """
     started = started if started is not None else time.perf_counter()
+    check_accelerator(config.trainer.accelerator)
     torch.set_num_threads(config.trainer.num_threads)
     with ThreadPoolExecutor(1) as pool:
         # Reading, hashing and gunzipping the data release the GIL, so they overlap with

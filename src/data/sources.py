@@ -7,20 +7,21 @@ verified (through :func:`src.files.atomic_write`), so nothing partial is ever fo
 
 (Not named ``download.py``: the package re-exports the function :func:`download`, which
 would shadow a submodule of the same name.)
+
+The registry is read while the config is validated, so this module imports only what the
+registry needs; the network and IDX code is imported when something is downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from src.data.idx import CHUNK, DataError
+from src.errors import DataError
 from src.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,9 @@ def _put_files_hint(spec: DatasetSpec, root: Path) -> str:
 
 def _fetch(url: str, dest: Path, md5: str | None, timeout: float) -> None:
     """Stream ``url`` into ``dest``, which appears only once complete and matching ``md5``."""
+    import urllib.request
+
+    from src.data.idx import CHUNK
 
     def stream(f: BinaryIO) -> None:
         h = hashlib.md5()
@@ -159,6 +163,8 @@ def download(
     Downloads are checked against ``spec.md5`` before they get their final name; nothing
     partial or unverified is left behind. Raises DataError if a file is on no mirror.
     """
+    import http.client
+
     root = Path(root).expanduser().absolute()
     mirrors = spec.mirrors if mirrors is None else tuple(mirrors)
     try:
