@@ -73,6 +73,10 @@ class ModelConfig:
                  f"model.init={self.init!r}: expected 'keras' or 'torch'")
         require(all(h > 0 for h in self.hidden), f"model.hidden={self.hidden}: sizes must be > 0")
         require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout}: must be in [0, 1)")
+        # Dropout follows hidden layers only: without any it would be silently ignored.
+        require(bool(self.hidden) or self.dropout == 0.0,
+                 f"model.dropout={self.dropout}: model.hidden=[] (logistic regression) has no "
+                 "hidden layer to drop out of; set model.dropout=0")
 
 
 @dataclass
