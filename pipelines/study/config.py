@@ -25,7 +25,7 @@ import optuna
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from src.config import Config, ConfigError, finite, require, to_config
+from src.config import ArmConfig, Config, ConfigError, arm_optimizer, finite, require, to_config
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("none", "median", "hyperband")
@@ -33,6 +33,8 @@ PRUNERS = ("none", "median", "hyperband")
 METRICS = {"val/loss": "minimize", "val/acc": "maximize"}
 # Optuna parameter names: β is searched as 1 − β on a log scale (see the module docstring).
 PARAM_NAMES = {"lr": "lr", "beta1": "1-beta1", "beta2": "1-beta2", "eps": "eps"}
+# The arm name of the confirmation's baseline (see ConfirmConfig).
+BASELINE_ARM = "default"
 # A study name becomes a file name (conf/experiment/best_<name>.yaml) and a Hydra config name.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -149,6 +151,47 @@ class PointConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    """`study.confirm`: the search's `top_k` best distinct complete trials and the `baseline`
+    retrained with fresh seeds once the study is full (pipelines.study.confirm).
+
+    The search picks the best of many noisy one-seed measurements, so its best value is biased
+    upward (the winner's curse); retraining on seeds the search never saw measures it again.
+    """
+
+    enabled: bool = True
+    top_k: int = 3
+    n_seeds: int = 5
+    seeds: list[int] | None = None  # None: the n_seeds integers after the search's `seed`
+    # The blog's default, what every candidate is tested against; a field left null takes
+    # the optimizer section's value.
+    baseline: PointConfig = field(
+        default_factory=lambda: PointConfig(lr=1e-3, beta1=0.9, beta2=0.999))
+    alpha: float = 0.01  # the level of the Holm-corrected Welch tests on test/acc
+
+    def __post_init__(self) -> None:
+        require(self.top_k >= 1, f"study.confirm.top_k={self.top_k}: must be >= 1")
+        require(self.n_seeds >= 2, f"study.confirm.n_seeds={self.n_seeds}: must be >= 2 "
+                 "(a Welch test needs two seeds per side)")
+        if self.seeds is not None:
+            require(len(self.seeds) >= 2, f"study.confirm.seeds={list(self.seeds)}: give at "
+                     "least two seeds (a Welch test needs two per side)")
+            require(len(set(self.seeds)) == len(self.seeds),
+                     f"study.confirm.seeds={list(self.seeds)}: seeds repeat")
+        for name in ("lr", "beta1", "beta2", "eps"):
+            value = getattr(self.baseline, name)
+            require(value is None or finite(value),
+                     f"study.confirm.baseline.{name}={value}: expected a number or null")
+        require(finite(self.alpha) and 0.0 < self.alpha < 1.0,
+                 f"study.confirm.alpha={self.alpha}: must be in (0, 1)")
+
+    def resolved_seeds(self, search_seed: int) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        return list(range(search_seed + 1, search_seed + 1 + self.n_seeds))
+
+
+@dataclass
 class StudyConfig:
     name: str = "adam-mnist"
     storage: str | None = None  # None: sqlite:///<project>/mlruns/optuna.db
@@ -164,6 +207,7 @@ class StudyConfig:
     heartbeat_interval: int = 10
     grace_period: int = 30
     export_dir: str | None = None  # None: <project>/conf/experiment
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     def __post_init__(self) -> None:
         require(_NAME.fullmatch(self.name) is not None,
@@ -223,6 +267,13 @@ class StudyRunConfig(Config):
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def __post_init__(self) -> None:
+        c = self.study.confirm
+        if c.enabled:
+            seeds = c.resolved_seeds(self.seed)
+            require(self.seed not in seeds,
+                     f"study.confirm.seeds={seeds}: holds the search's seed={self.seed}; "
+                     "confirmation needs seeds the search never trained with")
+            baseline_arm(self)  # an optimizer setting that cannot train fails now
         p = self.study.pruner
         if p.name == "hyperband":
             require(p.min_resource < self.trainer.max_epochs,
@@ -232,6 +283,35 @@ class StudyRunConfig(Config):
     def run_config(self) -> Config:
         """The plain training config (no study section), as a trial's MLflow child logs it."""
         return Config(**{f.name: getattr(self, f.name) for f in fields(Config)})
+
+
+def point_arm(name: str, point: dict[str, float]) -> ArmConfig:
+    """A comparison arm that trains `point` (natural units: lr, beta1, beta2, eps; any subset)."""
+    overrides: dict[str, Any] = {k: point[k] for k in ("lr", "eps") if k in point}
+    if "beta1" in point or "beta2" in point:
+        overrides["betas"] = [point["beta1"], point["beta2"]]
+    return ArmConfig(name=name, optimizer=overrides)
+
+
+def baseline_point(config: StudyRunConfig) -> dict[str, float]:
+    """`study.confirm.baseline` in natural units, a null field taking the optimizer's value."""
+    b, o = config.study.confirm.baseline, config.optimizer
+    point = {"lr": b.lr if b.lr is not None else o.lr,
+             "beta1": b.beta1 if b.beta1 is not None else o.betas[0],
+             "beta2": b.beta2 if b.beta2 is not None else o.betas[1]}
+    if b.eps is not None or config.study.space.eps is not None:
+        point["eps"] = b.eps if b.eps is not None else o.eps
+    return point
+
+
+def baseline_arm(config: StudyRunConfig) -> ArmConfig:
+    """The confirmation's baseline as a comparison arm, checked as compare checks its arms."""
+    arm = point_arm(BASELINE_ARM, baseline_point(config))
+    try:
+        arm_optimizer(config.optimizer, arm)
+    except ConfigError as err:
+        raise ConfigError(f"study.confirm.baseline: {err}") from err
+    return arm
 
 
 def register() -> None:
@@ -350,7 +430,9 @@ def make_pruner(study: StudyConfig, max_epochs: int) -> optuna.pruners.BasePrune
     assert p.name == "none"
     return optuna.pruners.NopPruner()
 
-__all__ = ["METRICS", "PARAM_NAMES", "SamplerGridConfig", "PointConfig", "PrunerConfig",
-           "SamplerConfig", "SearchSpaceConfig", "StudyConfig", "StudyRunConfig",
-           "first_difference", "from_optuna_params", "grid_values", "make_pruner", "make_sampler",
-           "register", "suggest", "to_optuna_params", "to_study_config", "trial_settings"]
+__all__ = ["BASELINE_ARM", "METRICS", "PARAM_NAMES", "ConfirmConfig", "PointConfig",
+           "PrunerConfig", "SamplerConfig", "SamplerGridConfig", "SearchSpaceConfig",
+           "StudyConfig", "StudyRunConfig", "baseline_arm", "baseline_point",
+           "first_difference", "from_optuna_params", "grid_values", "make_pruner",
+           "make_sampler", "point_arm", "register", "suggest", "to_optuna_params",
+           "to_study_config", "trial_settings"]
