@@ -187,6 +187,32 @@ class CompareConfig:
 
 
 @dataclass
+class TuneConfig:
+    """A step-size grid per comparison arm (pipelines.tuned): each arm named in `lr` is first
+    trained with every α of its list on `seeds`, then compared at the α with the best mean
+    `metric`, a validation metric, so that the test set plays no part in choosing. The
+    comparison's own seeds must differ from `seeds`: the α chosen on a seed would flatter
+    the arm on that same seed."""
+
+    lr: dict[str, list[float]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metric: str = "val/loss"
+
+    def __post_init__(self) -> None:
+        require(len(self.lr) > 0, "tune.lr is empty: give step sizes for at least one arm")
+        for arm, values in self.lr.items():
+            require(len(values) > 0, f"tune.lr.{arm} is empty: give at least one step size")
+            require(len(set(values)) == len(values), f"tune.lr.{arm}={list(values)}: values repeat")
+            for i, lr in enumerate(values):
+                require(finite(lr) and lr > 0, f"tune.lr.{arm}[{i}]={lr}: must be a number > 0")
+        require(len(self.seeds) > 0, "tune.seeds is empty: give at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds),
+                 f"tune.seeds={list(self.seeds)}: seeds repeat")
+        require(self.metric in ("val/loss", "val/acc"),
+                 f"tune.metric={self.metric!r}: expected 'val/loss' or 'val/acc' (validation)")
+
+
+@dataclass
 class GridConfig:
     """A grid of optimizer settings (pipelines.grid): every combination of the lists is one arm,
     trained with every seed. `lr` / `bias_correction` null: the optimizer section's value."""
@@ -228,6 +254,7 @@ class Config:
     pipeline: str | None = None
     compare: CompareConfig | None = None
     grid: GridConfig | None = None  # set by +experiment=beta_grid / bias_correction
+    tune: TuneConfig | None = None  # set by +experiment=paper_logreg / paper_mlp
     internals: InternalsConfig = field(default_factory=InternalsConfig)
 
 
@@ -247,6 +274,15 @@ def to_config(cfg: DictConfig) -> Config:
     if config.compare is not None:
         for arm in config.compare.arms:
             arm_optimizer(config.optimizer, arm)  # fail at start-up, not in a worker
+    if config.tune is not None:
+        require(config.compare is not None, "tune: needs a compare: section whose arms it tunes")
+        assert config.compare is not None
+        names = [arm.name for arm in config.compare.arms]
+        unknown = sorted(set(config.tune.lr) - set(names))
+        require(not unknown, f"tune.lr: {unknown} are not compare arms ({names})")
+        shared = sorted(set(config.tune.seeds) & set(config.compare.seeds))
+        require(not shared, f"tune.seeds={list(config.tune.seeds)}: {shared} also in "
+                 f"compare.seeds={list(config.compare.seeds)}; choose α on other seeds")
     return config
 
 

@@ -28,7 +28,8 @@ from pipelines.report.stats import band
 from src.files import atomic_write
 
 __all__ = ["CURVE_METRICS", "INTERNALS_PANELS", "INTERNALS_PREFIX", "plot_beta_heatmap",
-           "plot_bias_correction", "plot_curves", "plot_internals", "plot_ranking"]
+           "plot_bias_correction", "plot_curves", "plot_internals", "plot_ranking",
+           "plot_step_sizes"]
 
 CURVE_METRICS: tuple[str, ...] = ("train/loss", "val/acc")
 _TAB10 = (
@@ -415,6 +416,41 @@ def plot_ranking(rows: Sequence[Mapping], path: Path, metric: str, title: str) -
     ax.set_xlabel(f"{metric} (%)" if scale != 1.0 else metric)
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(title, fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_step_sizes(rows: Sequence[Mapping], path: Path, metric: str) -> Path:
+    """A step-size grid: mean `metric` against α (log axis) per arm, error bars = std over
+    seeds, a ring around each arm's chosen α. Rows: arm, lr, n, mean, std, chosen."""
+    scale = 100.0 if is_accuracy(metric) else 1.0
+    arms = list(dict.fromkeys(str(r["arm"]) for r in rows))
+    arm_colors = _arm_colors(arms, None, None)
+    fig = Figure(figsize=(6.5, 4.4), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for arm in arms:
+        mine = sorted((r for r in rows if r["arm"] == arm and r["n"] > 0), key=lambda r: r["lr"])
+        if not mine:
+            continue
+        lrs = [float(r["lr"]) for r in mine]
+        means = np.array([float(r["mean"]) for r in mine]) * scale
+        stds = np.array([float(r["std"]) for r in mine]) * scale
+        color = arm_colors[arm]
+        ax.errorbar(lrs, means, yerr=stds, color=color, marker="o", ms=4, lw=1.5, capsize=3,
+                    label=arm)
+        for r, mean in zip(mine, means, strict=True):
+            if r.get("chosen"):
+                ax.plot(float(r["lr"]), mean, marker="o", ms=12, mfc="none", mec=color, mew=2)
+    ax.set_xscale("log")
+    if lower_is_better(metric) and all(float(r["mean"]) > 0 for r in rows if r["n"] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("step size α")
+    ax.set_ylabel(f"{metric} (%)" if scale != 1.0 else metric)
+    ax.grid(True, alpha=0.3, which="both")
+    if arms:
+        ax.legend(loc="best", fontsize="small")
+    ax.set_title(f"Step-size grid: final {metric}, mean ± std over seeds; ringed: chosen",
+                 fontsize="medium")
     return _save(fig, path)
 
 
