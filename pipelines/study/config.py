@@ -25,7 +25,16 @@ import optuna
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from src.config import ArmConfig, Config, ConfigError, arm_optimizer, finite, require, to_config
+from src.config import (
+    ArmConfig,
+    Config,
+    ConfigError,
+    OptimizerConfig,
+    arm_optimizer,
+    finite,
+    require,
+    to_config,
+)
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("none", "median", "hyperband")
@@ -59,19 +68,23 @@ class SearchSpaceConfig:
     """
 
     lr: list[float] = field(default_factory=lambda: [1e-5, 1e-1])
-    beta1: list[float] = field(default_factory=lambda: [0.1, 0.999])
-    beta2: list[float] = field(default_factory=lambda: [0.1, 0.9999])
-    eps: list[float] | None = None  # None: not searched, optimizer.eps is used
+    # None (β, ε): not searched, the optimizer section's value is used; an optimizer without
+    # β (optimizer.name=sgd, ...) needs study.space.beta1=null study.space.beta2=null.
+    beta1: list[float] | None = field(default_factory=lambda: [0.1, 0.999])
+    beta2: list[float] | None = field(default_factory=lambda: [0.1, 0.9999])
+    eps: list[float] | None = None
 
     def __post_init__(self) -> None:
         _check_range("study.space.lr", self.lr, "(0, inf)")
-        _check_range("study.space.beta1", self.beta1, "[0, 1)")  # log(1 - β) needs β < 1
-        _check_range("study.space.beta2", self.beta2, "[0, 1)")
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) is not None:  # log(1 - β) needs β < 1
+                _check_range(f"study.space.{name}", getattr(self, name), "[0, 1)")
         if self.eps is not None:
             _check_range("study.space.eps", self.eps, "(0, inf)")
 
     def searched(self) -> list[str]:
-        return ["lr", "beta1", "beta2"] + (["eps"] if self.eps is not None else [])
+        return ["lr"] + [name for name in ("beta1", "beta2", "eps")
+                         if getattr(self, name) is not None]
 
     def range(self, name: str) -> tuple[float, float]:
         low, high = getattr(self, name)
@@ -285,28 +298,35 @@ class StudyRunConfig(Config):
         return Config(**{f.name: getattr(self, f.name) for f in fields(Config)})
 
 
-def point_arm(name: str, point: dict[str, float]) -> ArmConfig:
-    """A comparison arm that trains `point` (natural units: lr, beta1, beta2, eps; any subset)."""
+def point_overrides(point: dict[str, float], optimizer: OptimizerConfig) -> dict[str, Any]:
+    """The `optimizer` section's fields a point of the space sets (natural units: lr, beta1,
+    beta2, eps; any subset): a β the point lacks keeps the section's value."""
     overrides: dict[str, Any] = {k: point[k] for k in ("lr", "eps") if k in point}
     if "beta1" in point or "beta2" in point:
-        overrides["betas"] = [point["beta1"], point["beta2"]]
-    return ArmConfig(name=name, optimizer=overrides)
+        overrides["betas"] = [point.get("beta1", optimizer.betas[0]),
+                              point.get("beta2", optimizer.betas[1])]
+    return overrides
 
 
 def baseline_point(config: StudyRunConfig) -> dict[str, float]:
-    """`study.confirm.baseline` in natural units, a null field taking the optimizer's value."""
+    """`study.confirm.baseline` over the searched parameters, in natural units: a null field
+    takes the optimizer section's value, as every trial does for what is not searched."""
     b, o = config.study.confirm.baseline, config.optimizer
-    point = {"lr": b.lr if b.lr is not None else o.lr,
-             "beta1": b.beta1 if b.beta1 is not None else o.betas[0],
-             "beta2": b.beta2 if b.beta2 is not None else o.betas[1]}
-    if b.eps is not None or config.study.space.eps is not None:
-        point["eps"] = b.eps if b.eps is not None else o.eps
-    return point
+    section = {"lr": o.lr, "beta1": o.betas[0], "beta2": o.betas[1], "eps": o.eps}
+    searched = config.study.space.searched()
+    for name in ("lr", "beta1", "beta2", "eps"):
+        value = getattr(b, name)
+        require(value is None or name in searched,
+                 f"study.confirm.baseline.{name}={value}: {name} is not searched "
+                 f"(study.space.{name} is null); set it to null")
+    return {name: getattr(b, name) if getattr(b, name) is not None else section[name]
+            for name in searched}
 
 
 def baseline_arm(config: StudyRunConfig) -> ArmConfig:
     """The confirmation's baseline as a comparison arm, checked as compare checks its arms."""
-    arm = point_arm(BASELINE_ARM, baseline_point(config))
+    arm = ArmConfig(name=BASELINE_ARM,
+                    optimizer=point_overrides(baseline_point(config), config.optimizer))
     try:
         arm_optimizer(config.optimizer, arm)
     except ConfigError as err:
@@ -336,8 +356,15 @@ def trial_settings(config: StudyRunConfig) -> dict[str, Any]:
     """
     s = config.study
     optimizer = asdict(config.optimizer)
-    for searched in ("lr", "betas", *(["eps"] if s.space.eps is not None else [])):
-        optimizer.pop(searched)
+    searched = s.space.searched()
+    for name in ("lr", "eps"):
+        if name in searched:
+            optimizer.pop(name)
+    if "beta1" in searched and "beta2" in searched:
+        optimizer.pop("betas")
+    else:  # a β that is not searched is a setting like any other
+        optimizer["betas"] = [None if f"beta{i}" in searched else beta
+                              for i, beta in enumerate(optimizer["betas"], start=1)]
     data = asdict(config.data)
     for where in ("root", "download"):
         data.pop(where)
@@ -434,5 +461,5 @@ __all__ = ["BASELINE_ARM", "METRICS", "PARAM_NAMES", "ConfirmConfig", "PointConf
            "PrunerConfig", "SamplerConfig", "SamplerGridConfig", "SearchSpaceConfig",
            "StudyConfig", "StudyRunConfig", "baseline_arm", "baseline_point",
            "first_difference", "from_optuna_params", "grid_values", "make_pruner",
-           "make_sampler", "point_arm", "register", "suggest", "to_optuna_params",
+           "make_sampler", "point_overrides", "register", "suggest", "to_optuna_params",
            "to_study_config", "trial_settings"]

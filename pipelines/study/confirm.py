@@ -36,9 +36,9 @@ from pipelines.study.config import (
     baseline_arm,
     baseline_point,
     from_optuna_params,
-    point_arm,
+    point_overrides,
 )
-from src.config import CompareConfig
+from src.config import ArmConfig, CompareConfig
 from src.tracking import resolve_uri, set_tags
 
 RECORD = "confirmation"  # the study's user attribute holding the last finished confirmation
@@ -65,8 +65,10 @@ def arm_of(trial: FrozenTrial) -> str:
 def point_label(point: dict[str, float]) -> str:
     """e.g. `α=0.00208, β=(0.81, 0.99945)`: a point of the search space as the tables show it."""
     parts = [f"α={point['lr']:.3g}"]
-    if "beta1" in point:
-        parts.append(f"β=({point['beta1']:.4g}, {point['beta2']:.6g})")
+    if "beta1" in point or "beta2" in point:
+        betas = [f"{point[k]:.{digits}g}" if k in point else "·"
+                 for k, digits in (("beta1", 4), ("beta2", 6))]
+        parts.append(f"β=({betas[0]}, {betas[1]})")
     if "eps" in point:
         parts.append(f"ε={point['eps']:.3g}")
     return ", ".join(parts)
@@ -129,7 +131,8 @@ def confirm_study(study: optuna.Study, client: MlflowClient, study_run_id: str,
 
     points = {arm_of(t): from_optuna_params(t.params) for t in trials}
     base = baseline_point(config)
-    arms = [point_arm(arm, point) for arm, point in points.items()] + [baseline_arm(config)]
+    arms = [ArmConfig(name=arm, optimizer=point_overrides(point, config.optimizer))
+            for arm, point in points.items()] + [baseline_arm(config)]
     labels = {arm_of(t): f"trial {t.number} ({point_label(points[arm_of(t)])})" for t in trials}
     labels[BASELINE_ARM] = f"default ({point_label(base)})"
     seeds = key["seeds"]

@@ -23,7 +23,12 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
 from pipelines.runs import log_report
-from pipelines.study.config import StudyConfig, StudyRunConfig, from_optuna_params
+from pipelines.study.config import (
+    StudyConfig,
+    StudyRunConfig,
+    from_optuna_params,
+    point_overrides,
+)
 from pipelines.study.confirm import Confirmation
 from pipelines.study.storage import counts
 from src.files import atomic_write
@@ -130,10 +135,7 @@ def export_best(best: FrozenTrial, config: StudyRunConfig,
     natural = from_optuna_params(best.params)
     if confirmed is not None and confirmed.winner is not None:
         natural = confirmed.winner_params
-    optimizer = asdict(config.optimizer) | {"lr": natural["lr"],
-                                            "betas": [natural["beta1"], natural["beta2"]]}
-    if "eps" in natural:
-        optimizer["eps"] = natural["eps"]
+    optimizer = asdict(config.optimizer) | point_overrides(natural, config.optimizer)
     data = {k: getattr(config.data, k) for k in ("name", "val_size", "batch_size", "limit_train")}
     settings = {"optimizer": optimizer, "model": asdict(config.model), "data": data,
                 "trainer": {"max_epochs": config.trainer.max_epochs,
