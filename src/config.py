@@ -9,7 +9,7 @@ objects — still at start-up.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -80,12 +80,79 @@ class ModelConfig:
 
 
 @dataclass
+class SGDOptions:
+    """`optimizer.sgd` (optimizer.name=sgd, torch.optim.SGD): torch's defaults and checks."""
+
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False  # Nesterov's accelerated gradient (the paper's "SGDNesterov")
+
+    def __post_init__(self) -> None:
+        require(finite(self.momentum) and self.momentum >= 0,
+                 f"optimizer.sgd.momentum={self.momentum}: must be >= 0")
+        require(finite(self.dampening) and self.dampening >= 0,
+                 f"optimizer.sgd.dampening={self.dampening}: must be >= 0")
+        require(not self.nesterov or (self.momentum > 0 and self.dampening == 0),
+                 f"optimizer.sgd.nesterov=true needs optimizer.sgd.momentum > 0 and "
+                 f"optimizer.sgd.dampening=0 (have {self.momentum:g} and {self.dampening:g}): "
+                 "torch.optim.SGD refuses it otherwise")
+
+
+@dataclass
+class RMSpropOptions:
+    """`optimizer.rmsprop` (torch.optim.RMSprop): torch's defaults; its ε is torch's too."""
+
+    alpha: float = 0.99  # the decay of the running mean of squared gradients
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+
+    def __post_init__(self) -> None:
+        require(finite(self.alpha) and 0.0 <= self.alpha < 1.0,
+                 f"optimizer.rmsprop.alpha={self.alpha}: must be in [0, 1)")
+        require(finite(self.eps) and self.eps >= 0,
+                 f"optimizer.rmsprop.eps={self.eps}: must be >= 0")
+        require(finite(self.momentum) and self.momentum >= 0,
+                 f"optimizer.rmsprop.momentum={self.momentum}: must be >= 0")
+
+
+@dataclass
+class AdagradOptions:
+    """`optimizer.adagrad` (torch.optim.Adagrad): torch's defaults and checks."""
+
+    lr_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+
+    def __post_init__(self) -> None:
+        for key in ("lr_decay", "initial_accumulator_value", "eps"):
+            value = getattr(self, key)
+            require(finite(value) and value >= 0, f"optimizer.adagrad.{key}={value}: must be >= 0")
+
+
+@dataclass
+class AdadeltaOptions:
+    """`optimizer.adadelta` (torch.optim.Adadelta): torch's defaults and checks."""
+
+    rho: float = 0.9
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        require(finite(self.rho) and 0.0 <= self.rho <= 1.0,
+                 f"optimizer.adadelta.rho={self.rho}: must be in [0, 1]")
+        require(finite(self.eps) and self.eps >= 0,
+                 f"optimizer.adadelta.eps={self.eps}: must be >= 0")
+
+
+@dataclass
 class OptimizerConfig:
     """The optimizer: `name` picks one of src.optim.OPTIMIZERS, the other fields are its keyword
     arguments (names follow torch.optim). A field the named optimizer does not read must keep
     its default here, so a setting cannot be silently ignored."""
 
-    name: str = "adam"  # adam | adamw (decoupled weight decay) | adamax (Algorithm 2)
+    # adam | adamw (decoupled weight decay) | adamax (Algorithm 2): this project's code;
+    # sgd | rmsprop | adagrad | adadelta: torch.optim's, options in the section of that name
+    name: str = "adam"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-7
@@ -96,9 +163,16 @@ class OptimizerConfig:
     eps_mode: str = "keras"
     bias_correction: bool = True
     amsgrad: bool = False  # Adam/AdamW: the running maximum of v_t in the denominator
+    sgd: SGDOptions = field(default_factory=SGDOptions)
+    rmsprop: RMSpropOptions = field(default_factory=RMSpropOptions)
+    adagrad: AdagradOptions = field(default_factory=AdagradOptions)
+    adadelta: AdadeltaOptions = field(default_factory=AdadeltaOptions)
+    # constant | inv_sqrt (α/√t at step t, src.optim.schedule): for every optimizer
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         from src.optim.registry import OPTIMIZERS  # lazy: the optimizers pull in torch
+        from src.optim.schedule import SCHEDULE_FACTORS
 
         require(self.name in OPTIMIZERS, f"optimizer.name={self.name!r}: expected one of "
                  f"{', '.join(sorted(OPTIMIZERS))}")
@@ -113,15 +187,25 @@ class OptimizerConfig:
                  f"optimizer.weight_decay={self.weight_decay}: must be >= 0")
         require(self.eps_mode in ("paper", "keras"),
                  f"optimizer.eps_mode={self.eps_mode!r}: expected 'paper' or 'keras'")
-        reads = OPTIMIZERS[self.name].fields
+        require(self.schedule in SCHEDULE_FACTORS, f"optimizer.schedule={self.schedule!r}: "
+                 f"expected one of {', '.join(SCHEDULE_FACTORS)}")
+        spec = OPTIMIZERS[self.name]
+        reads = spec.fields
         for option in fields(self):
-            if option.name == "name" or option.name in reads:
+            if option.name in ("name", "schedule", spec.section) or option.name in reads:
                 continue
             default = (option.default if option.default_factory is MISSING
                        else option.default_factory())
             value = getattr(self, option.name)
-            require(value == default, f"optimizer.{option.name}={value}: {self.name} has no "
-                     f"option {option.name!r} (it takes {', '.join(reads)})")
+            key = option.name
+            if is_dataclass(value):  # another optimizer's section: name the field set in it
+                key, value, default = next(
+                    (f"{key}.{f.name}", getattr(value, f.name), getattr(default, f.name))
+                    for f in fields(value) if getattr(value, f.name) != getattr(default, f.name)
+                ) if value != default else (key, value, default)
+            takes = ", ".join([*reads, *([spec.section] if spec.section else [])])
+            require(value == default, f"optimizer.{key}={value}: {self.name} has no option "
+                     f"{key!r} (it takes {takes})")
 
 
 @dataclass

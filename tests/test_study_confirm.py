@@ -173,3 +173,27 @@ def test_when_the_baseline_keeps_the_best_validation_the_verdict_says_so() -> No
     assert "no significant difference between a and default on test/acc" in report.verdict
     nothing = rank([RunResult("a", 1, status="FAILED: x")], ["a"], "default", "val/loss")
     assert nothing.winner is None and nothing.verdict.startswith("not confirmable")
+
+
+def test_a_study_of_an_optimizer_without_betas_searches_and_confirms_its_step_size(
+        tiny_study: list[str], tmp_path: Path) -> None:
+    outcome = run_study(composed(
+        *tiny_study, "study=step_size", "optimizer=sgd", "optimizer.sgd.momentum=0.9",
+        "study.n_trials=2", "study.confirm.enabled=true", "study.confirm.top_k=1",
+        "study.confirm.n_seeds=2", "study.space.lr=[1e-3,1e-1]"))
+    study = load(tmp_path, "step-size")
+    assert [set(t.params) for t in study.trials] == [{"lr"}, {"lr"}]
+    confirmed = outcome.confirmed
+    assert confirmed is not None and len(confirmed.trials) == 1
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run = client.get_run(confirmed.run_id)
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
+    assert len(children) == 4
+    assert {c.data.params["optimizer.name"] for c in children} == {"sgd"}
+    assert {c.data.params["optimizer.sgd.momentum"] for c in children} == {"0.9"}
+    baseline = {c.data.params["optimizer.lr"] for c in children if c.data.tags["arm"] == "default"}
+    assert baseline == {"0.001"}  # the section's (torch's) lr: the baseline is the section
+    assert outcome.exported is not None
+    text = outcome.exported.read_text()
+    assert "name: sgd" in text and "momentum: 0.9" in text

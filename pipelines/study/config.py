@@ -164,6 +164,16 @@ class PointConfig:
 
 
 @dataclass
+class BaselineConfig(PointConfig):
+    """`study.confirm.baseline`: the blog's default, what every candidate is tested against;
+    a null field takes the optimizer section's value."""
+
+    lr: float | None = 1e-3
+    beta1: float | None = 0.9
+    beta2: float | None = 0.999
+
+
+@dataclass
 class ConfirmConfig:
     """`study.confirm`: the search's `top_k` best distinct complete trials and the `baseline`
     retrained with fresh seeds once the study is full (pipelines.study.confirm).
@@ -176,10 +186,7 @@ class ConfirmConfig:
     top_k: int = 3
     n_seeds: int = 5
     seeds: list[int] | None = None  # None: the n_seeds integers after the search's `seed`
-    # The blog's default, what every candidate is tested against; a field left null takes
-    # the optimizer section's value.
-    baseline: PointConfig = field(
-        default_factory=lambda: PointConfig(lr=1e-3, beta1=0.9, beta2=0.999))
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     alpha: float = 0.01  # the level of the Holm-corrected Welch tests on test/acc
 
     def __post_init__(self) -> None:
@@ -457,8 +464,8 @@ def make_pruner(study: StudyConfig, max_epochs: int) -> optuna.pruners.BasePrune
     assert p.name == "none"
     return optuna.pruners.NopPruner()
 
-__all__ = ["BASELINE_ARM", "METRICS", "PARAM_NAMES", "ConfirmConfig", "PointConfig",
-           "PrunerConfig", "SamplerConfig", "SamplerGridConfig", "SearchSpaceConfig",
+__all__ = ["BASELINE_ARM", "METRICS", "PARAM_NAMES", "BaselineConfig", "ConfirmConfig",
+           "PointConfig", "PrunerConfig", "SamplerConfig", "SamplerGridConfig", "SearchSpaceConfig",
            "StudyConfig", "StudyRunConfig", "baseline_arm", "baseline_point",
            "first_difference", "from_optuna_params", "grid_values", "make_pruner",
            "make_sampler", "point_overrides", "register", "suggest", "to_optuna_params",
