@@ -26,7 +26,8 @@ def _study(data_root: str, tmp: Path, name: str, overrides: list[str]) -> tuple[
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.study", f"data.root={data_root}", f"study.name={name}",
-         f"study.storage={storage}", f"study.export_dir={tmp}", *overrides],
+         f"study.storage={storage}", f"study.export_dir={tmp}",
+         "study.confirm.enabled=false", *overrides],  # trials per hour: the search alone
         cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"study {name} failed: {done.stderr.strip()[-800:]}")

@@ -8,7 +8,7 @@ the machinery (checks, worker processes, parent and children) is `pipelines.runs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -18,21 +18,30 @@ from pipelines.report.internals import write_internals
 from pipelines.report.results import RunResult
 from pipelines.runs import Job, run_under_parent, worker_count
 from src.config import ArmConfig, CompareConfig, Config, OptimizerConfig, arm_optimizer, to_config
+from src.optim.registry import OPTIMIZERS
 
 
 def arm_label(base: OptimizerConfig, optimizer: OptimizerConfig) -> str:
-    """β always, then whatever else the arm changes (α, ε, ...), e.g. `β=(0.1, 0.1), α=0.01`;
-    the optimizer's name first where it differs from the base's (`adamax, β=(0.9, 0.999)`)."""
-    parts = [f"β=({optimizer.betas[0]:g}, {optimizer.betas[1]:g})"]
-    if optimizer.name != base.name:
-        parts.insert(0, optimizer.name)
-    for name, symbol in (("lr", "α"), ("eps", "ε"), ("weight_decay", "wd"),
-                         ("eps_mode", "eps_mode"), ("bias_correction", "bias_correction"),
-                         ("amsgrad", "amsgrad")):
-        value = getattr(optimizer, name)
-        if value != getattr(base, name):
-            parts.append(f"{symbol}={value:g}" if isinstance(value, float) else
-                         f"{symbol}={value}")
+    """β (for an optimizer that has them), then whatever else the arm changes (α, ε, its
+    section's options, ...), e.g. `β=(0.1, 0.1), α=0.01`; the optimizer's name first where it
+    differs from the base's (`adamax, β=(0.9, 0.999)`, `sgd, α=0.1, momentum=0.9`)."""
+    spec = OPTIMIZERS[optimizer.name]
+    parts = [] if optimizer.name == base.name else [optimizer.name]
+    if "betas" in spec.fields:
+        parts.append(f"β=({optimizer.betas[0]:g}, {optimizer.betas[1]:g})")
+    changed: list[tuple[str, object]] = [
+        (symbol, getattr(optimizer, name))
+        for name, symbol in (("lr", "α"), ("eps", "ε"), ("weight_decay", "wd"),
+                             ("eps_mode", "eps_mode"), ("bias_correction", "bias_correction"),
+                             ("amsgrad", "amsgrad"), ("schedule", "schedule"))
+        if getattr(optimizer, name) != getattr(base, name)]
+    if spec.section is not None:  # the section's options that differ from torch's defaults
+        options = getattr(optimizer, spec.section)
+        defaults = type(options)()
+        changed += [(f.name, getattr(options, f.name)) for f in fields(options)
+                    if getattr(options, f.name) != getattr(defaults, f.name)]
+    parts += [f"{symbol}={value:g}" if isinstance(value, float) else f"{symbol}={value}"
+              for symbol, value in changed]
     return ", ".join(parts)
 
 

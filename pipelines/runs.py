@@ -97,14 +97,17 @@ def worker_count(requested: int | None, jobs: int) -> int:
 
 @contextmanager
 def parent_run(client: MlflowClient, config: Config, kind: str, headline: str,
-               name: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+               name: str | None = None, tags: Mapping[str, str] | None = None,
+               nested_in: str | None = None) -> Iterator[str]:
     """A new MLflow parent run (tag `pipeline=<kind>`, named `tracking.run_name`, else `name`,
     else `kind`) with the config logged; it ends FINISHED, FAILED or KILLED with the block.
 
     Prints `headline` with the run's id, so a user can find it in the UI while it runs.
+    `nested_in`: a run this one is a child of (a study's confirmation under the study's run),
+    named `name`, else `kind`.
     """
-    parent = start_run(client, config.tracking.experiment,
-                       config.tracking.run_name or name or kind,
+    run_name = (name or kind) if nested_in else (config.tracking.run_name or name or kind)
+    parent = start_run(client, config.tracking.experiment, run_name, parent_run_id=nested_in,
                        tags={"pipeline": kind, **(tags or {})})
     print(f"{headline}; MLflow parent run {parent}", flush=True)
     with run_lifecycle(client, parent):

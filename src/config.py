@@ -12,7 +12,7 @@ answer at once), so it imports Hydra, OmegaConf and the dataset registry, and no
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -89,6 +89,75 @@ class ModelConfig:
                  f"model.init={self.init!r}: expected 'keras' or 'torch'")
         require(all(h > 0 for h in self.hidden), f"model.hidden={self.hidden}: sizes must be > 0")
         require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout}: must be in [0, 1)")
+        # Dropout follows hidden layers only: without any it would be silently ignored.
+        require(bool(self.hidden) or self.dropout == 0.0,
+                 f"model.dropout={self.dropout}: model.hidden=[] (logistic regression) has no "
+                 "hidden layer to drop out of; set model.dropout=0")
+
+
+@dataclass
+class SGDOptions:
+    """`optimizer.sgd` (optimizer.name=sgd, torch.optim.SGD): torch's defaults and checks."""
+
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False  # Nesterov's accelerated gradient (the paper's "SGDNesterov")
+
+    def __post_init__(self) -> None:
+        require(finite(self.momentum) and self.momentum >= 0,
+                 f"optimizer.sgd.momentum={self.momentum}: must be >= 0")
+        require(finite(self.dampening) and self.dampening >= 0,
+                 f"optimizer.sgd.dampening={self.dampening}: must be >= 0")
+        require(not self.nesterov or (self.momentum > 0 and self.dampening == 0),
+                 f"optimizer.sgd.nesterov=true needs optimizer.sgd.momentum > 0 and "
+                 f"optimizer.sgd.dampening=0 (have {self.momentum:g} and {self.dampening:g}): "
+                 "torch.optim.SGD refuses it otherwise")
+
+
+@dataclass
+class RMSpropOptions:
+    """`optimizer.rmsprop` (torch.optim.RMSprop): torch's defaults; its ε is torch's too."""
+
+    alpha: float = 0.99  # the decay of the running mean of squared gradients
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+
+    def __post_init__(self) -> None:
+        require(finite(self.alpha) and 0.0 <= self.alpha < 1.0,
+                 f"optimizer.rmsprop.alpha={self.alpha}: must be in [0, 1)")
+        require(finite(self.eps) and self.eps >= 0,
+                 f"optimizer.rmsprop.eps={self.eps}: must be >= 0")
+        require(finite(self.momentum) and self.momentum >= 0,
+                 f"optimizer.rmsprop.momentum={self.momentum}: must be >= 0")
+
+
+@dataclass
+class AdagradOptions:
+    """`optimizer.adagrad` (torch.optim.Adagrad): torch's defaults and checks."""
+
+    lr_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+
+    def __post_init__(self) -> None:
+        for key in ("lr_decay", "initial_accumulator_value", "eps"):
+            value = getattr(self, key)
+            require(finite(value) and value >= 0, f"optimizer.adagrad.{key}={value}: must be >= 0")
+
+
+@dataclass
+class AdadeltaOptions:
+    """`optimizer.adadelta` (torch.optim.Adadelta): torch's defaults and checks."""
+
+    rho: float = 0.9
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        require(finite(self.rho) and 0.0 <= self.rho <= 1.0,
+                 f"optimizer.adadelta.rho={self.rho}: must be in [0, 1]")
+        require(finite(self.eps) and self.eps >= 0,
+                 f"optimizer.adadelta.eps={self.eps}: must be >= 0")
 
 
 @dataclass
@@ -97,7 +166,9 @@ class OptimizerConfig:
     arguments (names follow torch.optim). A field the named optimizer does not read must keep
     its default here, so a setting cannot be silently ignored."""
 
-    name: str = "adam"  # adam | adamw (decoupled weight decay) | adamax (Algorithm 2)
+    # adam | adamw (decoupled weight decay) | adamax (Algorithm 2): this project's code;
+    # sgd | rmsprop | adagrad | adadelta: torch.optim's, options in the section of that name
+    name: str = "adam"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-7
@@ -108,9 +179,16 @@ class OptimizerConfig:
     eps_mode: str = "keras"
     bias_correction: bool = True
     amsgrad: bool = False  # Adam/AdamW: the running maximum of v_t in the denominator
+    sgd: SGDOptions = field(default_factory=SGDOptions)
+    rmsprop: RMSpropOptions = field(default_factory=RMSpropOptions)
+    adagrad: AdagradOptions = field(default_factory=AdagradOptions)
+    adadelta: AdadeltaOptions = field(default_factory=AdadeltaOptions)
+    # constant | inv_sqrt (α/√t at step t, src.optim.schedule): for every optimizer
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         from src.optim.registry import OPTIMIZERS  # lazy: the optimizers pull in torch
+        from src.optim.schedule import SCHEDULE_FACTORS
 
         require(self.name in OPTIMIZERS, f"optimizer.name={self.name!r}: expected one of "
                  f"{', '.join(sorted(OPTIMIZERS))}")
@@ -125,15 +203,25 @@ class OptimizerConfig:
                  f"optimizer.weight_decay={self.weight_decay}: must be >= 0")
         require(self.eps_mode in ("paper", "keras"),
                  f"optimizer.eps_mode={self.eps_mode!r}: expected 'paper' or 'keras'")
-        reads = OPTIMIZERS[self.name].fields
+        require(self.schedule in SCHEDULE_FACTORS, f"optimizer.schedule={self.schedule!r}: "
+                 f"expected one of {', '.join(SCHEDULE_FACTORS)}")
+        spec = OPTIMIZERS[self.name]
+        reads = spec.fields
         for option in fields(self):
-            if option.name == "name" or option.name in reads:
+            if option.name in ("name", "schedule", spec.section) or option.name in reads:
                 continue
             default = (option.default if option.default_factory is MISSING
                        else option.default_factory())
             value = getattr(self, option.name)
-            require(value == default, f"optimizer.{option.name}={value}: {self.name} has no "
-                     f"option {option.name!r} (it takes {', '.join(reads)})")
+            key = option.name
+            if is_dataclass(value):  # another optimizer's section: name the field set in it
+                key, value, default = next(
+                    (f"{key}.{f.name}", getattr(value, f.name), getattr(default, f.name))
+                    for f in fields(value) if getattr(value, f.name) != getattr(default, f.name)
+                ) if value != default else (key, value, default)
+            takes = ", ".join([*reads, *([spec.section] if spec.section else [])])
+            require(value == default, f"optimizer.{key}={value}: {self.name} has no option "
+                     f"{key!r} (it takes {takes})")
 
 
 # Lightning's accelerator names (its AcceleratorRegistry, plus "auto" and "gpu", which pick
@@ -227,6 +315,32 @@ class CompareConfig:
 
 
 @dataclass
+class TuneConfig:
+    """A step-size grid per comparison arm (pipelines.tuned): each arm named in `lr` is first
+    trained with every α of its list on `seeds`, then compared at the α with the best mean
+    `metric`, a validation metric, so that the test set plays no part in choosing. The
+    comparison's own seeds must differ from `seeds`: the α chosen on a seed would flatter
+    the arm on that same seed."""
+
+    lr: dict[str, list[float]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metric: str = "val/loss"
+
+    def __post_init__(self) -> None:
+        require(len(self.lr) > 0, "tune.lr is empty: give step sizes for at least one arm")
+        for arm, values in self.lr.items():
+            require(len(values) > 0, f"tune.lr.{arm} is empty: give at least one step size")
+            require(len(set(values)) == len(values), f"tune.lr.{arm}={list(values)}: values repeat")
+            for i, lr in enumerate(values):
+                require(finite(lr) and lr > 0, f"tune.lr.{arm}[{i}]={lr}: must be a number > 0")
+        require(len(self.seeds) > 0, "tune.seeds is empty: give at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds),
+                 f"tune.seeds={list(self.seeds)}: seeds repeat")
+        require(self.metric in ("val/loss", "val/acc"),
+                 f"tune.metric={self.metric!r}: expected 'val/loss' or 'val/acc' (validation)")
+
+
+@dataclass
 class GridConfig:
     """A grid of optimizer settings (pipelines.grid): every combination of the lists is one arm,
     trained with every seed. `lr` / `bias_correction` null: the optimizer section's value."""
@@ -269,6 +383,7 @@ class Config:
     pipeline: str | None = None
     compare: CompareConfig | None = None
     grid: GridConfig | None = None  # set by +experiment=beta_grid / bias_correction
+    tune: TuneConfig | None = None  # set by +experiment=paper_logreg / paper_mlp
     internals: InternalsConfig = field(default_factory=InternalsConfig)
 
     def __post_init__(self) -> None:
@@ -291,6 +406,15 @@ def to_config(cfg: DictConfig) -> Config:
     if config.compare is not None:
         for arm in config.compare.arms:
             arm_optimizer(config.optimizer, arm)  # fail at start-up, not in a worker
+    if config.tune is not None:
+        require(config.compare is not None, "tune: needs a compare: section whose arms it tunes")
+        assert config.compare is not None
+        names = [arm.name for arm in config.compare.arms]
+        unknown = sorted(set(config.tune.lr) - set(names))
+        require(not unknown, f"tune.lr: {unknown} are not compare arms ({names})")
+        shared = sorted(set(config.tune.seeds) & set(config.compare.seeds))
+        require(not shared, f"tune.seeds={list(config.tune.seeds)}: {shared} also in "
+                 f"compare.seeds={list(config.compare.seeds)}; choose α on other seeds")
     return config
 
 

@@ -26,6 +26,10 @@ def build_mlp(in_features: int, hidden: Sequence[int], num_classes: int,
               dropout: float, init: str = "keras") -> nn.Sequential:
     """Flatten → [Dense(h, relu) → Dropout]* → Dense(num_classes) logits, as in the blog.
 
+    With no hidden layers it is Flatten → Dense(num_classes): multinomial logistic regression
+    on the pixels (softmax in the cross-entropy), the model of Kingma & Ba's §6.1
+    (`model=logreg`).
+
     init="keras" draws weights as Keras's Dense does (Glorot uniform, zero bias) — the
     blog's starting point, and about 2.5× wider than torch's default (Kaiming uniform with
     a=√5) on the 784→128 layer, which shows in the first epoch; init="torch" keeps torch's.

@@ -82,9 +82,13 @@ def store(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_study(tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Overrides for a fast study on the tiny data, storage and MLflow store under tmp_path."""
+    """Overrides for a fast study on the tiny data, storage and MLflow store under tmp_path.
+
+    Without the confirmation (tests/test_study_confirm.py turns it on): the other study
+    tests are about the search, and would otherwise each train its confirmation too.
+    """
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     return [f"data.root={tiny_mnist}", "data.download=false", "data.val_size=100",
             "trainer.max_epochs=2", f"study.storage=sqlite:///{tmp_path}/optuna.db",
             f"study.export_dir={tmp_path}/experiment", "study.workers=1",
-            "study.heartbeat_interval=1", "study.grace_period=2"]
+            "study.heartbeat_interval=1", "study.grace_period=2", "study.confirm.enabled=false"]

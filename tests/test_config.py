@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
@@ -49,6 +50,7 @@ def test_public_overrides_work_exactly_as_written(tmp_path) -> None:
     ("optimizer.eps_mode=tf", "eps_mode"),
     ("trainer.max_epochs=0", "max_epochs"),
     ("model.dropout=1.0", "dropout"),
+    ("model.hidden=[]", "model.dropout=0.2: model.hidden=[] (logistic regression) has no hidden"),
     ("data.name=cifar", "data.name"),
     # The rules MNISTDataModule trusts (it only asserts them): checked here, naming the key.
     ("data.name=cifar", "data.name='cifar': expected one of ['fashion_mnist', 'mnist']"),
@@ -93,6 +95,18 @@ def test_require_seeds_names_the_setting_and_the_seed(seeds: int | list[int],
     key = "study.seed" if isinstance(seeds, int) else "grid.seeds"
     with pytest.raises(ConfigError, match=re.escape(message)):
         schema.require_seeds(key, seeds)
+
+
+def test_logreg_is_a_net_without_hidden_layers() -> None:
+    from src.model import build_mlp
+
+    c = composed("model=logreg")
+    assert (c.model.hidden, c.model.dropout) == ([], 0.0)
+    net = build_mlp(784, c.model.hidden, c.model.num_classes, c.model.dropout, c.model.init)
+    linear = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert len(net) == 2 and len(linear) == 1  # Flatten, Linear: nothing else
+    assert (linear[0].in_features, linear[0].out_features) == (784, 10)
+    assert sum(p.numel() for p in net.parameters()) == 784 * 10 + 10
 
 
 def test_compare_experiment_composes() -> None:

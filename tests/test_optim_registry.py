@@ -3,6 +3,7 @@ its arguments, and a wrong name or an option the optimizer lacks fails at start-
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,8 @@ def test_groups_select_the_optimizer() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["optimizer.name=sgd"], "optimizer.name='sgd': expected one of adam, adamax, adamw"),
+    (["optimizer.name=lbfgs"], "optimizer.name='lbfgs': expected one of adadelta, adagrad, "
+                               "adam, adamax, adamw, rmsprop, sgd"),
     (["optimizer=adamax", "optimizer.amsgrad=true"],
      "optimizer.amsgrad=True: adamax has no option 'amsgrad'"),
 ])
@@ -84,8 +86,101 @@ def test_compare_arms_pick_an_optimizer_by_name() -> None:
 
 
 def test_unknown_name_exits_2_with_one_line_before_any_run(tiny_mnist: Path, store: Path):
-    done = run_entry("src.train", f"data.root={tiny_mnist}", "optimizer.name=sgd", store=store)
+    done = run_entry("src.train", f"data.root={tiny_mnist}", "optimizer.name=lbfgs", store=store)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: optimizer.name='sgd': expected one of adam, adamax, adamw"]
+        "error: optimizer.name='lbfgs': expected one of adadelta, adagrad, adam, adamax, adamw, "
+        "rmsprop, sgd"]
     assert mlflow_runs(store) == []
+
+
+# --- torch.optim's optimizers ------------------------------------------------------------------
+
+TORCH = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
+         "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}
+
+
+@pytest.mark.parametrize(("overrides", "cls", "expected"), [
+    (["optimizer=sgd", "optimizer.lr=0.05", "optimizer.sgd.momentum=0.8",
+      "optimizer.sgd.nesterov=true", "optimizer.weight_decay=1e-4"], torch.optim.SGD,
+     {"lr": 0.05, "momentum": 0.8, "nesterov": True, "dampening": 0.0, "weight_decay": 1e-4}),
+    (["optimizer=rmsprop", "optimizer.rmsprop.alpha=0.9", "optimizer.rmsprop.eps=1e-6",
+      "optimizer.rmsprop.momentum=0.5", "optimizer.rmsprop.centered=true"], torch.optim.RMSprop,
+     {"lr": 0.01, "alpha": 0.9, "eps": 1e-6, "momentum": 0.5, "centered": True}),
+    (["optimizer=adagrad", "optimizer.lr=0.1", "optimizer.adagrad.lr_decay=0.01",
+      "optimizer.adagrad.initial_accumulator_value=0.1", "optimizer.adagrad.eps=1e-8"],
+     torch.optim.Adagrad,
+     {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8}),
+    (["optimizer=adadelta", "optimizer.adadelta.rho=0.95", "optimizer.adadelta.eps=1e-5"],
+     torch.optim.Adadelta, {"lr": 1.0, "rho": 0.95, "eps": 1e-5}),
+])
+def test_each_torch_optimizer_is_built_with_the_configured_values(overrides, cls, expected):
+    optimizer = composed(*overrides).optimizer
+    built = build([torch.nn.Parameter(torch.zeros(3))], optimizer)
+    assert type(built) is cls
+    group = built.param_groups[0]
+    assert {k: group[k] for k in expected} == expected
+    if cls is torch.optim.Adagrad:  # torch fills the accumulator from its option
+        assert torch.equal(built.state[group["params"][0]]["sum"], torch.full((3,), 0.1))
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_the_group_files_and_sections_hold_torchs_defaults(name: str) -> None:
+    import dataclasses
+    import inspect
+
+    optimizer = composed(f"optimizer={name}").optimizer
+    signature = inspect.signature(TORCH[name].__init__).parameters
+    section = dataclasses.asdict(getattr(optimizer, name))
+    assert {k: signature[k].default for k in section} == section
+    assert optimizer.lr == signature["lr"].default
+    assert optimizer.weight_decay == signature["weight_decay"].default
+    spec = OPTIMIZERS[name]
+    inspect.signature(spec.cls).bind([], **dict.fromkeys(spec.fields), **section)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["optimizer=sgd", "optimizer.sgd.nesterov=true"],
+     "optimizer.sgd.nesterov=true needs optimizer.sgd.momentum > 0 and "
+     "optimizer.sgd.dampening=0 (have 0 and 0): torch.optim.SGD refuses it otherwise"),
+    (["optimizer=sgd", "optimizer.sgd.momentum=0.9", "optimizer.sgd.dampening=0.1",
+      "optimizer.sgd.nesterov=true"], "optimizer.sgd.nesterov=true needs"),
+    (["optimizer=sgd", "optimizer.sgd.momentum=-0.1"], "optimizer.sgd.momentum=-0.1: must be"),
+    (["optimizer=sgd", "optimizer.betas=[0.5,0.9]"],
+     "optimizer.betas=[0.5, 0.9]: sgd has no option 'betas' (it takes lr, weight_decay, sgd)"),
+    (["optimizer=rmsprop", "optimizer.eps=1e-8"], "optimizer.eps=1e-08: rmsprop has no option"),
+    (["optimizer.sgd.momentum=0.9"], "optimizer.sgd.momentum=0.9: adam has no option "
+                                     "'sgd.momentum'"),
+    (["optimizer=rmsprop", "optimizer.rmsprop.alpha=1.0"], "optimizer.rmsprop.alpha=1.0: must"),
+    (["optimizer=rmsprop", "optimizer.rmsprop.eps=-1"], "optimizer.rmsprop.eps=-1.0: must"),
+    (["optimizer=adagrad", "optimizer.adagrad.lr_decay=-1"], "optimizer.adagrad.lr_decay=-1.0"),
+    (["optimizer=adadelta", "optimizer.adadelta.rho=1.5"], "optimizer.adadelta.rho=1.5: must"),
+    (["optimizer.schedule=cosine"],
+     "optimizer.schedule='cosine': expected one of constant, inv_sqrt"),
+])
+def test_bad_torch_optimizer_values_name_the_key(overrides, message) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        composed(*overrides)
+
+
+def test_nesterov_without_momentum_is_one_line_before_any_run(tiny_mnist: Path, store: Path):
+    done = run_entry("src.train", f"data.root={tiny_mnist}", "optimizer=sgd",
+                     "optimizer.sgd.nesterov=true", store=store)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: optimizer.sgd.nesterov=true needs optimizer.sgd.momentum > 0 and "
+        "optimizer.sgd.dampening=0 (have 0 and 0): torch.optim.SGD refuses it otherwise"]
+    assert mlflow_runs(store) == []
+
+
+def test_compare_arms_and_labels_take_torch_optimizers() -> None:
+    from pipelines.compare import arm_label
+
+    base = OptimizerConfig()
+    sgd = arm_optimizer(base, ArmConfig(name="sgd", optimizer={
+        "name": "sgd", "lr": 0.1, "sgd": {"momentum": 0.9, "nesterov": True}}))
+    assert (sgd.name, sgd.sgd.momentum, sgd.sgd.nesterov) == ("sgd", 0.9, True)
+    assert arm_label(base, sgd) == "sgd, α=0.1, momentum=0.9, nesterov=True"
+    with pytest.raises(ConfigError, match="compare arm 'bad'.*nesterov=true needs"):
+        arm_optimizer(base, ArmConfig(name="bad", optimizer={"name": "sgd",
+                                                             "sgd": {"nesterov": True}}))

@@ -43,7 +43,7 @@ def test_independent_workers_share_one_study(tiny_mnist: Path, tmp_path: Path) -
             args = [sys.executable, "-m", "pipelines.study", f"data.root={tiny_mnist}",
                     "data.val_size=100", "data.download=false", "trainer.max_epochs=1",
                     "study.name=scale", f"study.storage={storage}", "study.n_trials=4",
-                    "study.workers=1", "study.pruner.name=none",
+                    "study.workers=1", "study.pruner.name=none", "study.confirm.enabled=false",
                     f"study.export_dir={tmp_path / 'export'}"]
             env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "PYTHONUNBUFFERED": "1"}
             # Two workers started on their own, as two machines or a SLURM array would.

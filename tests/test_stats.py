@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from pipelines.report.stats import Summary, band, summarize, welch_test
+from pipelines.report.stats import Summary, band, holm, summarize, welch_test
 from tests.conftest import REPO
 
 T4_975 = 2.7764451051977987  # t(0.975, df=4), from tables
@@ -142,6 +142,52 @@ def test_band_ragged_uses_per_epoch_n() -> None:
     assert low[2] == high[2] == 3.0  # only one run reached epoch 3: zero-width band
     empty = band([])
     assert all(x.size == 0 for x in empty)
+
+
+# --------------------------------------------------------------------------- holm
+
+
+def test_holm_wikipedia_example() -> None:
+    # Wikipedia, "Holm–Bonferroni method", example: four hypotheses at α = 0.05; H4 (0.005 <
+    # 0.05/4) and H1 (0.01 < 0.05/3) are rejected, H3 (0.03 > 0.05/2) stops the procedure.
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [p < 0.05 for p in adjusted] == [True, False, False, True]
+
+
+def test_holm_matches_r_p_adjust() -> None:
+    # R: p.adjust(c(0.01, 0.02, 0.03, 0.04, 0.05), "holm") = 0.05 0.08 0.09 0.09 0.09
+    assert holm([0.01, 0.02, 0.03, 0.04, 0.05]) == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])
+    # capped at 1, and the running maximum carries past a smaller later product
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([0.02, 0.02]) == pytest.approx([0.04, 0.04])  # ties: equal values
+
+
+def test_holm_degenerate_cases() -> None:
+    assert holm([]) == []
+    assert holm([0.03]) == [0.03]  # one test: nothing to correct
+    both = holm([0.01, math.nan])  # a test that could not be run still counts in m
+    assert both[0] == pytest.approx(0.02) and math.isnan(both[1])
+    assert math.isnan(holm([math.nan])[0])
+    with pytest.raises(ValueError, match="p-values must lie in"):
+        holm([0.1, 1.5])
+
+
+def test_holm_rejects_what_the_step_down_procedure_rejects() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        m = int(rng.integers(1, 8))
+        p = rng.uniform(0, 0.1, m).round(3)  # rounding makes ties likely
+        alpha = 0.05
+        order = np.argsort(p, kind="stable")
+        rejected = set()
+        for rank, i in enumerate(order):  # reject while p_(j) < α / (m − j + 1)
+            if p[i] >= alpha / (m - rank):
+                break
+            rejected.add(int(i))
+        adjusted = holm(p.tolist())
+        assert {i for i, a in enumerate(adjusted) if a < alpha} == rejected
+        assert all(a >= raw for a, raw in zip(adjusted, p, strict=True))
 
 
 def test_the_statistics_import_without_matplotlib() -> None:

@@ -101,6 +101,13 @@ def test_betas_are_searched_on_a_log_scale_of_one_minus_beta() -> None:
     ("study.enqueue=[{lr:1.0}]", r"study.enqueue\[0\].lr"),
     ("study.grace_period=1", "study.grace_period"),
     ("study.pruner.name=hyperband", "min_resource"),  # with trainer.max_epochs=1 below
+    ("study.confirm.seeds=[0,1]", r"study.confirm.seeds=\[0, 1\]: holds the search's seed=0"),
+    ("study.confirm.seeds=[1,1]", "study.confirm.seeds=.*repeat"),
+    ("study.confirm.seeds=[1]", "study.confirm.seeds=.*at least two"),
+    ("study.confirm.n_seeds=1", "study.confirm.n_seeds=1"),
+    ("study.confirm.top_k=0", "study.confirm.top_k=0"),
+    ("study.confirm.alpha=0", "study.confirm.alpha=0"),
+    ("study.confirm.baseline.beta1=1.5", "study.confirm.baseline: .*betas\\[0\\]=1.5"),
 ])
 def test_bad_values_name_the_key_and_touch_no_storage(override: str, names: str,
                                                       tmp_path: Path) -> None:

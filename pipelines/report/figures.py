@@ -28,7 +28,8 @@ from pipelines.report.stats import band
 from src.files import atomic_write
 
 __all__ = ["CURVE_METRICS", "INTERNALS_PANELS", "INTERNALS_PREFIX", "plot_beta_heatmap",
-           "plot_bias_correction", "plot_curves", "plot_internals"]
+           "plot_bias_correction", "plot_curves", "plot_internals", "plot_ranking",
+           "plot_step_sizes"]
 
 CURVE_METRICS: tuple[str, ...] = ("train/loss", "val/acc")
 _TAB10 = (
@@ -376,6 +377,79 @@ def plot_bias_correction(
                    fontsize="small", title="solid: with bias correction, dashed: without",
                    title_fontsize="small")
     fig.suptitle("Bias correction (Kingma & Ba §6.4 design): mean ± std over seeds",
+                 fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_ranking(rows: Sequence[Mapping], path: Path, metric: str, title: str) -> Path:
+    """Arms top to bottom in the order of `rows`: mean `metric` (dot) and its 95% CI (bar).
+
+    Each row has label, mean, ci_low, ci_high, note (text right of the bar) and role:
+    "baseline" (drawn grey, its mean a dashed line through the plot), "winner" (blue, the
+    label in bold) or anything else (black).
+    """
+    scale = 100.0 if is_accuracy(metric) else 1.0
+    fig = Figure(figsize=(8.5, 1.2 + 0.55 * max(len(rows), 1)), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    colors = {"baseline": "tab:gray", "winner": "tab:blue"}
+    for y, row in enumerate(rows):
+        mean = float(row["mean"]) * scale
+        if not math.isfinite(mean):
+            ax.text(0.02, y, "no finished run", va="center", transform=ax.get_yaxis_transform())
+            continue
+        low, high = float(row["ci_low"]) * scale, float(row["ci_high"]) * scale
+        color = colors.get(str(row.get("role")), "black")
+        ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="o", color=color,
+                    capsize=4, lw=1.6)
+        if row.get("role") == "baseline":
+            ax.axvline(mean, color=color, ls="--", lw=1, alpha=0.7)
+        if row.get("note"):
+            ax.annotate(str(row["note"]), (high, y), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize="small", color=color)
+    ax.set_yticks(range(len(rows)), [str(r["label"]) for r in rows])
+    for tick, row in zip(ax.get_yticklabels(), rows, strict=True):
+        if row.get("role") == "winner":
+            tick.set_fontweight("bold")
+    ax.invert_yaxis()  # the first row on top
+    ax.margins(x=0.25)
+    ax.set_xlabel(f"{metric} (%)" if scale != 1.0 else metric)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title, fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_step_sizes(rows: Sequence[Mapping], path: Path, metric: str) -> Path:
+    """A step-size grid: mean `metric` against α (log axis) per arm, error bars = std over
+    seeds, a ring around each arm's chosen α. Rows: arm, lr, n, mean, std, chosen."""
+    scale = 100.0 if is_accuracy(metric) else 1.0
+    arms = list(dict.fromkeys(str(r["arm"]) for r in rows))
+    arm_colors = _arm_colors(arms, None, None)
+    fig = Figure(figsize=(6.5, 4.4), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for arm in arms:
+        mine = sorted((r for r in rows if r["arm"] == arm and r["n"] > 0), key=lambda r: r["lr"])
+        if not mine:
+            continue
+        lrs = [float(r["lr"]) for r in mine]
+        means = np.array([float(r["mean"]) for r in mine]) * scale
+        stds = np.array([float(r["std"]) for r in mine]) * scale
+        color = arm_colors[arm]
+        ax.errorbar(lrs, means, yerr=stds, color=color, marker="o", ms=4, lw=1.5, capsize=3,
+                    label=arm)
+        for r, mean in zip(mine, means, strict=True):
+            if r.get("chosen"):
+                ax.plot(float(r["lr"]), mean, marker="o", ms=12, mfc="none", mec=color, mew=2)
+    ax.set_xscale("log")
+    if lower_is_better(metric) and all(float(r["mean"]) > 0 for r in rows if r["n"] > 0):
+        ax.set_yscale("log")
+    ax.set_xlabel("step size α")
+    ax.set_ylabel(f"{metric} (%)" if scale != 1.0 else metric)
+    ax.grid(True, alpha=0.3, which="both")
+    if arms:
+        ax.legend(loc="best", fontsize="small")
+    ax.set_title(f"Step-size grid: final {metric}, mean ± std over seeds; ringed: chosen",
                  fontsize="medium")
     return _save(fig, path)
 

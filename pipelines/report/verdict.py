@@ -37,21 +37,26 @@ def _fmt_interval(metric: str, low: float, high: float) -> str:
     return f"{lo}–{hi}" if low >= 0 else f"{lo} to {hi}"
 
 
-def verdict(diff: Difference, metric: str, a_label: str, b_label: str, alpha: float = 0.01) -> str:
+def verdict(diff: Difference, metric: str, a_label: str, b_label: str, alpha: float = 0.01,
+            adjusted: tuple[float, int] | None = None) -> str:
     """One line: who beats whom on ``metric`` at level ``alpha``.
 
     Direction-aware: for loss/error-like metrics lower is better, so a negative A − B means
     A wins. The margin is quoted as a positive number (accuracies in percentage points) with
     its CI flipped to winner − loser. The CI is labelled 95%, the confidence ``welch_test``
     uses by default. NaN p or CI → "not testable" with the reason (n<2 or zero variance).
+    ``adjusted=(p, m)``: the test is one of m tested together, and significance is judged on
+    its Holm-adjusted p (``stats.holm``), quoted beside Welch's own.
     """
     n = f"n={diff.n_a} vs {diff.n_b}"
     if not (math.isfinite(diff.p_value) and math.isfinite(diff.ci_low)):
         reason = "n<2" if min(diff.n_a, diff.n_b) < 2 else "zero variance in both arms"
         return f"{a_label} vs {b_label} on {metric}: not testable ({reason}; {n})"
     unit = " points" if is_accuracy(metric) else ""
-    stats_txt = f"Welch p={format_p(diff.p_value)}, {n}"
-    if diff.p_value >= alpha:
+    p = diff.p_value if adjusted is None else adjusted[0]
+    holm = "" if adjusted is None else f", Holm p={format_p(p)} over {adjusted[1]} tests"
+    stats_txt = f"Welch p={format_p(diff.p_value)}{holm}, {n}"
+    if p >= alpha:
         interval = _fmt_interval(metric, diff.ci_low, diff.ci_high)
         return (
             f"no significant difference between {a_label} and {b_label} on {metric} "

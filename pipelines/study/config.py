@@ -25,7 +25,16 @@ import optuna
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from src.config import Config, ConfigError, finite, require, to_config
+from src.config import (
+    ArmConfig,
+    Config,
+    ConfigError,
+    OptimizerConfig,
+    arm_optimizer,
+    finite,
+    require,
+    to_config,
+)
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("none", "median", "hyperband")
@@ -33,6 +42,8 @@ PRUNERS = ("none", "median", "hyperband")
 METRICS = {"val/loss": "minimize", "val/acc": "maximize"}
 # Optuna parameter names: β is searched as 1 − β on a log scale (see the module docstring).
 PARAM_NAMES = {"lr": "lr", "beta1": "1-beta1", "beta2": "1-beta2", "eps": "eps"}
+# The arm name of the confirmation's baseline (see ConfirmConfig).
+BASELINE_ARM = "default"
 # A study name becomes a file name (conf/experiment/best_<name>.yaml) and a Hydra config name.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -57,19 +68,23 @@ class SearchSpaceConfig:
     """
 
     lr: list[float] = field(default_factory=lambda: [1e-5, 1e-1])
-    beta1: list[float] = field(default_factory=lambda: [0.1, 0.999])
-    beta2: list[float] = field(default_factory=lambda: [0.1, 0.9999])
-    eps: list[float] | None = None  # None: not searched, optimizer.eps is used
+    # None (β, ε): not searched, the optimizer section's value is used; an optimizer without
+    # β (optimizer.name=sgd, ...) needs study.space.beta1=null study.space.beta2=null.
+    beta1: list[float] | None = field(default_factory=lambda: [0.1, 0.999])
+    beta2: list[float] | None = field(default_factory=lambda: [0.1, 0.9999])
+    eps: list[float] | None = None
 
     def __post_init__(self) -> None:
         _check_range("study.space.lr", self.lr, "(0, inf)")
-        _check_range("study.space.beta1", self.beta1, "[0, 1)")  # log(1 - β) needs β < 1
-        _check_range("study.space.beta2", self.beta2, "[0, 1)")
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) is not None:  # log(1 - β) needs β < 1
+                _check_range(f"study.space.{name}", getattr(self, name), "[0, 1)")
         if self.eps is not None:
             _check_range("study.space.eps", self.eps, "(0, inf)")
 
     def searched(self) -> list[str]:
-        return ["lr", "beta1", "beta2"] + (["eps"] if self.eps is not None else [])
+        return ["lr"] + [name for name in ("beta1", "beta2", "eps")
+                         if getattr(self, name) is not None]
 
     def range(self, name: str) -> tuple[float, float]:
         low, high = getattr(self, name)
@@ -149,6 +164,54 @@ class PointConfig:
 
 
 @dataclass
+class BaselineConfig(PointConfig):
+    """`study.confirm.baseline`: the blog's default, what every candidate is tested against;
+    a null field takes the optimizer section's value."""
+
+    lr: float | None = 1e-3
+    beta1: float | None = 0.9
+    beta2: float | None = 0.999
+
+
+@dataclass
+class ConfirmConfig:
+    """`study.confirm`: the search's `top_k` best distinct complete trials and the `baseline`
+    retrained with fresh seeds once the study is full (pipelines.study.confirm).
+
+    The search picks the best of many noisy one-seed measurements, so its best value is biased
+    upward (the winner's curse); retraining on seeds the search never saw measures it again.
+    """
+
+    enabled: bool = True
+    top_k: int = 3
+    n_seeds: int = 5
+    seeds: list[int] | None = None  # None: the n_seeds integers after the search's `seed`
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    alpha: float = 0.01  # the level of the Holm-corrected Welch tests on test/acc
+
+    def __post_init__(self) -> None:
+        require(self.top_k >= 1, f"study.confirm.top_k={self.top_k}: must be >= 1")
+        require(self.n_seeds >= 2, f"study.confirm.n_seeds={self.n_seeds}: must be >= 2 "
+                 "(a Welch test needs two seeds per side)")
+        if self.seeds is not None:
+            require(len(self.seeds) >= 2, f"study.confirm.seeds={list(self.seeds)}: give at "
+                     "least two seeds (a Welch test needs two per side)")
+            require(len(set(self.seeds)) == len(self.seeds),
+                     f"study.confirm.seeds={list(self.seeds)}: seeds repeat")
+        for name in ("lr", "beta1", "beta2", "eps"):
+            value = getattr(self.baseline, name)
+            require(value is None or finite(value),
+                     f"study.confirm.baseline.{name}={value}: expected a number or null")
+        require(finite(self.alpha) and 0.0 < self.alpha < 1.0,
+                 f"study.confirm.alpha={self.alpha}: must be in (0, 1)")
+
+    def resolved_seeds(self, search_seed: int) -> list[int]:
+        if self.seeds is not None:
+            return list(self.seeds)
+        return list(range(search_seed + 1, search_seed + 1 + self.n_seeds))
+
+
+@dataclass
 class StudyConfig:
     name: str = "adam-mnist"
     storage: str | None = None  # None: sqlite:///<project>/mlruns/optuna.db
@@ -164,6 +227,7 @@ class StudyConfig:
     heartbeat_interval: int = 10
     grace_period: int = 30
     export_dir: str | None = None  # None: <project>/conf/experiment
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     def __post_init__(self) -> None:
         require(_NAME.fullmatch(self.name) is not None,
@@ -223,6 +287,13 @@ class StudyRunConfig(Config):
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def __post_init__(self) -> None:
+        c = self.study.confirm
+        if c.enabled:
+            seeds = c.resolved_seeds(self.seed)
+            require(self.seed not in seeds,
+                     f"study.confirm.seeds={seeds}: holds the search's seed={self.seed}; "
+                     "confirmation needs seeds the search never trained with")
+            baseline_arm(self)  # an optimizer setting that cannot train fails now
         p = self.study.pruner
         if p.name == "hyperband":
             require(p.min_resource < self.trainer.max_epochs,
@@ -232,6 +303,42 @@ class StudyRunConfig(Config):
     def run_config(self) -> Config:
         """The plain training config (no study section), as a trial's MLflow child logs it."""
         return Config(**{f.name: getattr(self, f.name) for f in fields(Config)})
+
+
+def point_overrides(point: dict[str, float], optimizer: OptimizerConfig) -> dict[str, Any]:
+    """The `optimizer` section's fields a point of the space sets (natural units: lr, beta1,
+    beta2, eps; any subset): a β the point lacks keeps the section's value."""
+    overrides: dict[str, Any] = {k: point[k] for k in ("lr", "eps") if k in point}
+    if "beta1" in point or "beta2" in point:
+        overrides["betas"] = [point.get("beta1", optimizer.betas[0]),
+                              point.get("beta2", optimizer.betas[1])]
+    return overrides
+
+
+def baseline_point(config: StudyRunConfig) -> dict[str, float]:
+    """`study.confirm.baseline` over the searched parameters, in natural units: a null field
+    takes the optimizer section's value, as every trial does for what is not searched."""
+    b, o = config.study.confirm.baseline, config.optimizer
+    section = {"lr": o.lr, "beta1": o.betas[0], "beta2": o.betas[1], "eps": o.eps}
+    searched = config.study.space.searched()
+    for name in ("lr", "beta1", "beta2", "eps"):
+        value = getattr(b, name)
+        require(value is None or name in searched,
+                 f"study.confirm.baseline.{name}={value}: {name} is not searched "
+                 f"(study.space.{name} is null); set it to null")
+    return {name: getattr(b, name) if getattr(b, name) is not None else section[name]
+            for name in searched}
+
+
+def baseline_arm(config: StudyRunConfig) -> ArmConfig:
+    """The confirmation's baseline as a comparison arm, checked as compare checks its arms."""
+    arm = ArmConfig(name=BASELINE_ARM,
+                    optimizer=point_overrides(baseline_point(config), config.optimizer))
+    try:
+        arm_optimizer(config.optimizer, arm)
+    except ConfigError as err:
+        raise ConfigError(f"study.confirm.baseline: {err}") from err
+    return arm
 
 
 def register() -> None:
@@ -256,8 +363,15 @@ def trial_settings(config: StudyRunConfig) -> dict[str, Any]:
     """
     s = config.study
     optimizer = asdict(config.optimizer)
-    for searched in ("lr", "betas", *(["eps"] if s.space.eps is not None else [])):
-        optimizer.pop(searched)
+    searched = s.space.searched()
+    for name in ("lr", "eps"):
+        if name in searched:
+            optimizer.pop(name)
+    if "beta1" in searched and "beta2" in searched:
+        optimizer.pop("betas")
+    else:  # a β that is not searched is a setting like any other
+        optimizer["betas"] = [None if f"beta{i}" in searched else beta
+                              for i, beta in enumerate(optimizer["betas"], start=1)]
     data = asdict(config.data)
     for where in ("root", "download"):
         data.pop(where)
@@ -350,7 +464,9 @@ def make_pruner(study: StudyConfig, max_epochs: int) -> optuna.pruners.BasePrune
     assert p.name == "none"
     return optuna.pruners.NopPruner()
 
-__all__ = ["METRICS", "PARAM_NAMES", "SamplerGridConfig", "PointConfig", "PrunerConfig",
-           "SamplerConfig", "SearchSpaceConfig", "StudyConfig", "StudyRunConfig",
-           "first_difference", "from_optuna_params", "grid_values", "make_pruner", "make_sampler",
-           "register", "suggest", "to_optuna_params", "to_study_config", "trial_settings"]
+__all__ = ["BASELINE_ARM", "METRICS", "PARAM_NAMES", "BaselineConfig", "ConfirmConfig",
+           "PointConfig", "PrunerConfig", "SamplerConfig", "SamplerGridConfig", "SearchSpaceConfig",
+           "StudyConfig", "StudyRunConfig", "baseline_arm", "baseline_point",
+           "first_difference", "from_optuna_params", "grid_values", "make_pruner",
+           "make_sampler", "point_overrides", "register", "suggest", "to_optuna_params",
+           "to_study_config", "trial_settings"]

@@ -1,13 +1,15 @@
 """What a study leaves behind: its report on the parent run, and the best trial as an experiment.
 
 The parent run gets the counts, the best value and parameters, the importances, the plots
-and the trial table (under `study/`); the best trial becomes a Hydra experiment,
+and the trial table (under `study/`); the best trial (the confirmed winner, when the study
+was confirmed: pipelines.study.confirm) becomes a Hydra experiment,
 `conf/experiment/best_<name>.yaml`, that `python -m src.train +experiment=best_<name>` replays.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +23,13 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
 from pipelines.runs import log_report
-from pipelines.study.config import StudyConfig, StudyRunConfig, from_optuna_params
+from pipelines.study.config import (
+    StudyConfig,
+    StudyRunConfig,
+    from_optuna_params,
+    point_overrides,
+)
+from pipelines.study.confirm import Confirmation
 from pipelines.study.storage import counts
 from src.files import atomic_write
 from src.tracking import PROJECT_ROOT, log_params
@@ -118,27 +126,46 @@ def export_dir(study: StudyConfig) -> Path:
     return path if path.is_absolute() else PROJECT_ROOT / path
 
 
-def export_best(best: FrozenTrial, config: StudyRunConfig) -> Path:
-    """Write the best trial as a Hydra experiment (`+experiment=best_<name>`), atomically."""
+def export_best(best: FrozenTrial, config: StudyRunConfig,
+                confirmed: Confirmation | None = None) -> Path:
+    """Write the best trial as a Hydra experiment (`+experiment=best_<name>`), atomically:
+    the confirmation's winner when there is one (which may be the baseline), and the header
+    says which it is."""
     s = config.study
     natural = from_optuna_params(best.params)
-    optimizer = asdict(config.optimizer) | {"lr": natural["lr"],
-                                            "betas": [natural["beta1"], natural["beta2"]]}
-    if "eps" in natural:
-        optimizer["eps"] = natural["eps"]
+    if confirmed is not None and confirmed.winner is not None:
+        natural = confirmed.winner_params
+    optimizer = asdict(config.optimizer) | point_overrides(natural, config.optimizer)
     data = {k: getattr(config.data, k) for k in ("name", "val_size", "batch_size", "limit_train")}
     settings = {"optimizer": optimizer, "model": asdict(config.model), "data": data,
                 "trainer": {"max_epochs": config.trainer.max_epochs,
                             "deterministic": config.trainer.deterministic},
                 "seed": config.seed}
-    header = (f"# @package _global_\n"
-              f"# Best trial of Optuna study '{s.name}': trial {best.number}, "
-              f"{s.metric}={best.value:.6g} (written by pipelines.study).\n"
+    header = (f"# @package _global_\n{_provenance(best, config, confirmed)}"
               f"#   python -m src.train +experiment=best_{s.name} data.root=...\n")
     target = export_dir(s) / f"best_{s.name}.yaml"
     text = header + OmegaConf.to_yaml(OmegaConf.create(settings))
     atomic_write(target, lambda fh: fh.write(text))
     return target
+
+
+def _provenance(best: FrozenTrial, config: StudyRunConfig,
+                confirmed: Confirmation | None) -> str:
+    """The export's header comment: which trial (or the baseline) it is, and on what evidence."""
+    s = config.study
+    search = (f"trial {best.number}, {s.metric}={best.value:.6g} with seed {config.seed} "
+              "(written by pipelines.study)")
+    if confirmed is None or confirmed.winner is None:
+        why = ("confirmation off" if not s.confirm.enabled else
+               "no confirmation finished a run" if confirmed is not None else "not confirmed")
+        return f"# Best trial of Optuna study '{s.name}' ({why}): {search}.\n"
+    chosen = (f"trial {confirmed.winner_trial}" if confirmed.winner_trial is not None
+              else "the baseline (study.confirm.baseline): no trial beat it")
+    return (f"# Confirmed winner of Optuna study '{s.name}': {chosen}, best mean {s.metric} "
+            f"over seeds {confirmed.seeds} among trials {confirmed.trials} and the baseline "
+            f"(MLflow run {confirmed.run_id}). The search's best: {search}.\n"
+            + "".join(f"# {line}\n" for line in textwrap.wrap(
+                f"Verdict: {confirmed.verdict}", 94)))
 
 
 def replay_command(path: Path, config: StudyRunConfig) -> str:

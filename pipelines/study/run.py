@@ -6,8 +6,10 @@
 Validate everything → open the persistent storage → create or load the study → an MLflow
 parent run → `study.workers` processes, each pulling the next trial from the storage as soon
 as its last one ends, until the study holds `study.n_trials` finished (complete or pruned)
-trials → plots and the best trial on the parent run → the best trial as a Hydra experiment,
-`conf/experiment/best_<name>.yaml`, for `python -m src.train`.
+trials → plots and the best trial on the parent run → the confirmation, the best trials and
+the baseline retrained on fresh seeds (pipelines.study.confirm) → the best trial, or the
+confirmed winner, as a Hydra experiment, `conf/experiment/best_<name>.yaml`, for
+`python -m src.train`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from optuna.trial import TrialState
 from pipelines.runs import check_data, forkserver, open_tracking, parent_run, worker_count
 from pipelines.study import config as study_config
 from pipelines.study.config import StudyConfig, StudyRunConfig, from_optuna_params, to_study_config
+from pipelines.study.confirm import Confirmation, confirm_study
 from pipelines.study.export import export_best, log_study_report, replay_command
 from pipelines.study.storage import (
     COUNTED_STATES,
@@ -59,6 +62,7 @@ class StudyOutcome:
     exported: Path | None
     seconds: float
     worker_exit_codes: list[int]
+    confirmed: Confirmation | None = None  # None: confirmation off, not yet, or nothing to test
 
 
 def run_study(config: StudyRunConfig) -> StudyOutcome:
@@ -89,7 +93,8 @@ def run_study(config: StudyRunConfig) -> StudyOutcome:
         jobs = [WorkerJob(config, parent, i, seed) for i, seed in enumerate(seeds)]
         exit_codes = _run_settled(study, client, config, parent, jobs)
         best, importances = log_study_report(study, client, parent, config)
-        exported = export_best(best, config) if best is not None else None
+        confirmed = _confirm(study, client, parent, config)
+        exported = export_best(best, config, confirmed) if best is not None else None
         if exported is not None:
             client.log_artifact(parent, str(exported), "study")
         seconds = time.perf_counter() - started
@@ -101,9 +106,21 @@ def run_study(config: StudyRunConfig) -> StudyOutcome:
         best_trial=best.number if best else None, best_value=best.value if best else None,
         best_params=from_optuna_params(best.params) if best else {},
         importances=importances, exported=exported, seconds=seconds,
-        worker_exit_codes=exit_codes)
+        worker_exit_codes=exit_codes, confirmed=confirmed)
     _summarize(outcome, config)
     return outcome
+
+
+def _confirm(study: optuna.Study, client: MlflowClient, parent: str,
+             config: StudyRunConfig) -> Confirmation | None:
+    """The confirmation (pipelines.study.confirm) once the search is over: on, and full."""
+    s = config.study
+    if not s.confirm.enabled:
+        return None
+    if counted(counts(study)) < s.n_trials:
+        print("confirm: not yet, the study is not full (it runs when the study is)", flush=True)
+        return None
+    return confirm_study(study, client, parent, config)
 
 
 def _workers_needed(s: StudyConfig, tally: dict[TrialState, int]) -> int:

@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipelines.study.config import StudyRunConfig, suggest
+from pipelines.study.config import StudyRunConfig, point_overrides, suggest
 from pipelines.study.storage import COUNTED_STATES
 from src.config import Config
 from src.interrupts import Interrupted
@@ -148,7 +148,8 @@ class Objective:
         """The sampler's point (natural units), with β, the worker and the parent on the trial."""
         point = suggest(trial, self.config.study.space)
         for name in ("beta1", "beta2"):
-            trial.set_user_attr(name, point[name])
+            if name in point:
+                trial.set_user_attr(name, point[name])
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("mlflow_parent_run_id", self.parent_run_id)
         return point
@@ -156,8 +157,7 @@ class Objective:
     def _trial_config(self, point: dict[str, float]) -> Config:
         """The training config of this trial: the study's run config with the point's α, β (ε)."""
         base = self.config.run_config()
-        optimizer = replace(base.optimizer, lr=point["lr"], betas=[point["beta1"], point["beta2"]],
-                            **({"eps": point["eps"]} if "eps" in point else {}))
+        optimizer = replace(base.optimizer, **point_overrides(point, base.optimizer))
         return replace(base, optimizer=optimizer)
 
     def _train(self, trial: optuna.Trial, config: Config,

@@ -5,10 +5,13 @@ an optimizer reads onto its keyword arguments, which carry the same names. The c
 name against this table and refuses fields the named optimizer does not read, so a typo such as
 ``optimizer.name=adamax optimizer.amsgrad=true`` fails at start-up instead of being ignored.
 
-Adding an optimizer (say ``torch.optim.SGD``) is one entry: its class and the shared fields it
-reads (``lr``, ``weight_decay``), plus a typed section of OptimizerConfig for the options only
-it has (``sgd: SGDOptions`` with ``momentum``, ``nesterov``, ...) named in ``section``; the
-section's fields become keyword arguments too.
+Adding an optimizer is one entry: its class and the shared fields it reads (``lr``,
+``weight_decay``), plus a typed section of OptimizerConfig for the options only it has
+(``sgd: SGDOptions`` with ``momentum``, ``nesterov``, ...) named in ``section``; the section's
+fields become keyword arguments too. torch.optim's SGD, RMSprop, Adagrad and Adadelta are
+entries of that kind (each with torch's own defaults, ε included, in its section); Adam,
+AdamW and AdaMax stay this project's code. ``optimizer.schedule`` (src.optim.schedule)
+applies to every one of them.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch.optim import Optimizer
 
 from src.optim.adam import Adam, AdamW
 from src.optim.adamax import AdaMax
+from src.optim.schedule import attach_schedule
 
 if TYPE_CHECKING:
     from src.config import OptimizerConfig
@@ -47,15 +52,22 @@ class OptimizerSpec:
 
 _ADAM_FIELDS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "eps_mode", "bias_correction")
 
+_TORCH_FIELDS = ("lr", "weight_decay")
+
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "adam": OptimizerSpec(Adam, _ADAM_FIELDS),
     "adamw": OptimizerSpec(AdamW, _ADAM_FIELDS),
     "adamax": OptimizerSpec(AdaMax, ("lr", "betas", "eps", "weight_decay", "eps_mode",
                                      "bias_correction")),
+    "sgd": OptimizerSpec(torch.optim.SGD, _TORCH_FIELDS, section="sgd"),
+    "rmsprop": OptimizerSpec(torch.optim.RMSprop, _TORCH_FIELDS, section="rmsprop"),
+    "adagrad": OptimizerSpec(torch.optim.Adagrad, _TORCH_FIELDS, section="adagrad"),
+    "adadelta": OptimizerSpec(torch.optim.Adadelta, _TORCH_FIELDS, section="adadelta"),
 }
 
 
 def build(params: Iterable[Any], config: OptimizerConfig) -> Optimizer:
-    """The optimizer ``config.name`` over ``params``, with the section's settings."""
+    """The optimizer ``config.name`` over ``params``, with the section's settings and the
+    step-size schedule ``config.schedule``."""
     spec = OPTIMIZERS[config.name]
-    return spec.cls(params, **spec.kwargs(config))
+    return attach_schedule(spec.cls(params, **spec.kwargs(config)), config.schedule)
