@@ -51,3 +51,16 @@ def test_failure_tag_is_cut_to_mlflow_tag_size() -> None:
         raise ValueError(f"{SECRET_URL} " + "x" * 10_000)
     assert client.tags["failure"].startswith(f"ValueError: {MASKED_URL} xxx")
     assert len(client.tags["failure"]) == 4000
+
+
+def test_experiments_are_model_training_experiments_for_the_ui(tmp_path) -> None:
+    from src.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING, experiment_id, open_store
+
+    client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    made = experiment_id(client, "new")
+    assert client.get_experiment(made).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+    # One made before the tag existed (or by another tool) gets it on its next use.
+    older = client.create_experiment("older")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(older).tags
+    assert experiment_id(client, "older") == older
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
