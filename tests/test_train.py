@@ -123,3 +123,12 @@ def test_subnormals_are_flushed_while_training_only(tiny_mnist: Path, store: Pat
     train(config, callbacks=[probe])
     assert probe.kept is not flush
     assert (torch.tensor(1e-39) * 1.0).item() != 0.0  # the process default is back
+
+
+def test_help_lists_only_the_groups_a_run_accepts(store: Path) -> None:
+    done = run_entry("src.train", "--help", store=store, timeout=120)
+    assert done.returncode == 0, done.stderr
+    section = done.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    groups = {line.split(":", 1)[0] for line in section.splitlines()[2:] if ":" in line}
+    # `study` belongs to `python -m pipelines.study`, whose search path alone has it.
+    assert groups == {"data", "experiment", "model", "optimizer", "tracking", "trainer"}, section

@@ -7,7 +7,7 @@ Validate everything → open the persistent storage → create or load the study
 parent run → `study.workers` processes, each pulling the next trial from the storage as soon
 as its last one ends, until the study holds `study.n_trials` finished (complete or pruned)
 trials → plots and the best trial on the parent run → the best trial as a Hydra experiment,
-`conf/experiment/best_<name>.yaml`, for `python -m src.train`.
+`mlruns/conf/experiment/best_<name>.yaml`, for `python -m src.train`.
 """
 
 from __future__ import annotations
