@@ -138,6 +138,7 @@ class Job:
     arm: str
     seed: int
     config: Config
+    name: str | None = None  # the MLflow run's name; None: `<arm>/seed=<seed>`
 
 
 def _worker_init() -> None:
@@ -163,7 +164,7 @@ def _train_job(job: Job, parent_run_id: str) -> RunResult:
     with stop_signals():
         try:
             outcome = train(job.config, parent_run_id=parent_run_id,
-                            run_name=f"{job.arm}/seed={job.seed}",
+                            run_name=job.name or f"{job.arm}/seed={job.seed}",
                             tags={"arm": job.arm, "seed": str(job.seed)})
         except NonFiniteLoss as err:
             # Divergence is a finding about the arm, not a crash of the comparison.
@@ -222,11 +223,12 @@ def run_children(client: MlflowClient, parent_run_id: str, jobs: list[Job],
 
 def run_under_parent(config: Config, jobs: list[Job], workers: int, kind: str, headline: str,
                      write: Callable[[Path, list[RunResult]], tuple[Mapping[str, float], T]],
-                     ) -> tuple[list[RunResult], T]:
-    """Check, run `jobs` as children of one new parent run, then `write(folder, results)` the
-    report onto the parent (see `log_report`); prints where it is and which runs failed."""
+                     tags: Mapping[str, str] | None = None) -> tuple[list[RunResult], T]:
+    """Check, run `jobs` as children of one new parent run (with `tags`), then
+    `write(folder, results)` the report onto the parent (see `log_report`); prints where it is
+    and which runs failed."""
     client = preflight(config, parallel=workers > 1)
-    with parent_run(client, config, kind, headline) as parent:
+    with parent_run(client, config, kind, headline, tags=tags) as parent:
         results = run_children(client, parent, jobs, workers)
         reported, where = log_report(client, parent, lambda folder: write(folder, results))
     for r in results:

@@ -280,6 +280,10 @@ class TrackingConfig:
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db
     experiment: str = "mnist-adam"
     run_name: str | None = None
+    # The trained network as the run's MLflow model (runs:/<id>/model, src.logged_model). On
+    # for a run of its own; the many-run experiments (compare, grids, the study's trials)
+    # switch it off in their YAML, since a statistic needs their metrics, not their networks.
+    log_model: bool = True
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from src.config import Config, require
-from src.data import MNISTDataModule
+from src.data import MNISTDataModule, unit_scale
 from src.internals import AdamInternals
 from src.interrupts import Interrupted, acknowledge
 from src.model import Classifier, build_mlp
@@ -181,11 +181,22 @@ def train(config: Config, *, client: MlflowClient | None = None,
         first_epoch = clock.first_epoch_at or finished
         timing = {"time/startup_s": first_epoch - started, "time/train_s": finished - first_epoch}
         log_metric_batch(client, run_id, timing, step=0)
+        if config.tracking.log_model:
+            log_model(client, run_id, model, datamodule, config.trainer.max_epochs)
     final = {k: v[-1] for k, v in logger.history.items() if k.startswith(("val/", "test/"))}
     return RunOutcome(run_id=run_id, history={k: list(v) for k, v in logger.history.items()
                                               if not k.startswith("test/")},
                       final=final, seconds=finished - started,
                       startup_seconds=first_epoch - started)
+
+
+def log_model(client: MlflowClient, run_id: str, model: Classifier,
+              datamodule: MNISTDataModule, last_epoch: int) -> None:
+    """The trained network as the run's MLflow model `model` (see src.logged_model)."""
+    from src.logged_model import EXAMPLE_ROWS, log_network  # lazy: mlflow.pytorch is heavy
+
+    pixels, _ = datamodule.pixels("test")
+    log_network(client, run_id, model.net, unit_scale(pixels[:EXAMPLE_ROWS]), step=last_epoch)
 
 
 def describe(config: Config) -> str:

@@ -185,6 +185,10 @@ def open_store(uri: str) -> MlflowClient:
     return client
 
 
+# The MLflow UI (3.x) opens an experiment by its kind: without this tag it starts in its GenAI
+# view (traces, "No data available") and the runs sit behind a "Model training" toggle.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 def shown_location(uri: str) -> str:
     """Where an artifact URI points, for the user: a local path decoded, else masked."""
     if uri.startswith("file:"):
@@ -205,17 +209,21 @@ def artifact_writes(client: MlflowClient, run_id: str) -> Iterator[None]:
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created with its artifacts under mlruns/ if new."""
+    """The id of experiment `name` (a model-training experiment for the UI), created with its
+    artifacts under mlruns/ if new."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         if existing.lifecycle_stage == "deleted":
             client.restore_experiment(existing.experiment_id)
+        if EXPERIMENT_KIND_TAG not in existing.tags:  # made before the tag was set
+            client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return existing.experiment_id
     # Artifacts beside the SQLite file (mlruns/artifacts/ by default); a server decides its own.
     db = sqlite_path(client.tracking_uri)
     artifact_location = (db.parent / "artifacts" / name).as_uri() if db is not None else None
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
     except Exception:
         # Another worker created it between our lookup and create.
         existing = client.get_experiment_by_name(name)

@@ -152,3 +152,14 @@ def test_a_wrong_database_password_is_one_masked_line_without_retries(
     assert "password authentication failed" in lines[-1]
     assert "not-the-password" not in done.stderr + done.stdout
     assert "retried" not in done.stderr  # MLflow's retry loop never started
+def test_experiments_are_model_training_experiments_for_the_ui(tmp_path) -> None:
+    from src.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING, experiment_id, open_store
+
+    client = open_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    made = experiment_id(client, "new")
+    assert client.get_experiment(made).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+    # One made before the tag existed (or by another tool) gets it on its next use.
+    older = client.create_experiment("older")
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(older).tags
+    assert experiment_id(client, "older") == older
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"

@@ -254,3 +254,10 @@ def test_corrupt_store_is_one_line_naming_the_file(tiny_mnist: Path, store: Path
     assert line.startswith(f"error: the MLflow store {store / 'mlflow.db'} is corrupt "
                            "(database disk image is malformed): restore it from a backup")
 
+def test_help_lists_only_the_groups_a_run_accepts(store: Path) -> None:
+    done = run_entry("src.train", "--help", store=store, timeout=120)
+    assert done.returncode == 0, done.stderr
+    section = done.stdout.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    groups = {line.split(":", 1)[0] for line in section.splitlines()[2:] if ":" in line}
+    # `study` belongs to `python -m pipelines.study`, whose search path alone has it.
+    assert groups == {"data", "experiment", "model", "optimizer", "tracking", "trainer"}, section

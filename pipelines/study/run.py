@@ -8,7 +8,7 @@ parent run → `study.workers` processes, each pulling the next trial from the s
 as its last one ends, until the study holds `study.n_trials` finished (complete or pruned)
 trials → plots and the best trial on the parent run → the confirmation, the best trials and
 the baseline retrained on fresh seeds (pipelines.study.confirm) → the best trial, or the
-confirmed winner, as a Hydra experiment, `conf/experiment/best_<name>.yaml`, for
+confirmed winner, as a Hydra experiment, `mlruns/conf/experiment/best_<name>.yaml`, for
 `python -m src.train`.
 """
 
