@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipelines.report.compare import write_report
+from pipelines.report.compare import contrast_verdict, write_report
 from pipelines.report.internals import write_internals
 from pipelines.report.results import RunResult
 from pipelines.runs import Job, run_under_parent, worker_count
@@ -96,11 +96,12 @@ def main(cfg: DictConfig) -> float | None:
     labels = arm_labels(config.optimizer, compare.arms)
     headline = (f"compare: {len(compare.arms)} arms × {len(compare.seeds)} seeds = {len(jobs)} "
                 f"runs, {workers} worker processes")
-    _, verdict = run_under_parent(
+    pair = contrast(compare)
+    run_under_parent(
         config, jobs, workers, "compare", headline,
-        lambda folder, results: write_compare_report(folder, results, compare, labels))
-    if verdict:
-        print(f"verdict: {verdict}", flush=True)
+        lambda folder, results: write_compare_report(folder, results, compare, labels),
+        verdict=lambda results: (None if pair is None else contrast_verdict(
+            results, pair, compare.metric, labels)))
     return None
 
 

@@ -22,6 +22,7 @@ from src.config import Config, require
 from src.data import MNISTDataModule, unit_scale
 from src.internals import AdamInternals
 from src.interrupts import Interrupted, acknowledge
+from src.liveness import announce, close_stale_runs
 from src.model import Classifier, build_mlp
 from src.tracking import (
     EpochLogger,
@@ -151,6 +152,8 @@ def train(config: Config, *, client: MlflowClient | None = None,
         loading = pool.submit(make_datamodule, config)
         client = client or open_store(resolve_uri(config.tracking.uri))
         datamodule = loading.result()  # bad data fails here, before any MLflow run exists
+    if parent_run_id is None:  # an invocation of its own: close what killed ones left open
+        announce(close_stale_runs(client))
     run_id = start_run(client, config.tracking.experiment, run_name or config.tracking.run_name,
                        parent_run_id=parent_run_id, tags=tags)
     with run_lifecycle(client, run_id, stops), subnormals_flushed(config.trainer.flush_denormal):

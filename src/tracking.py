@@ -25,6 +25,7 @@ from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 
 from src.errors import TrackingError, mask_secrets
 from src.interrupts import Interrupted
+from src.liveness import process_tags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STORE_DIR = PROJECT_ROOT / "mlruns"
@@ -311,7 +312,8 @@ def _reason(err: BaseException) -> str:
 
 def start_run(client: MlflowClient, experiment: str, name: str | None,
               parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
-    all_tags = {**environment_tags(), **(tags or {})}
+    # The process too, so that a later invocation can close the run if it is killed outright.
+    all_tags = {**environment_tags(), **process_tags(), **(tags or {})}
     if name:
         all_tags[MLFLOW_RUN_NAME] = name
     if parent_run_id:
@@ -320,19 +322,6 @@ def start_run(client: MlflowClient, experiment: str, name: str | None,
     with store_errors(client.tracking_uri):
         run = client.create_run(experiment_id(client, experiment), tags=all_tags, run_name=name)
     return run.info.run_id
-
-
-def close_orphans(client: MlflowClient, parent_run_id: str, status: str) -> int:
-    """End children of `parent_run_id` still RUNNING (their process died) with `status`."""
-    experiment = client.get_run(parent_run_id).info.experiment_id
-    orphans = client.search_runs(
-        [experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' "
-        "and attributes.status = 'RUNNING'", max_results=10_000)
-    for run in orphans:
-        client.set_tag(run.info.run_id, "failure", "its worker process ended without "
-                       "closing the run (killed or crashed)")
-        client.set_terminated(run.info.run_id, status)
-    return len(orphans)
 
 
 def log_config(client: MlflowClient, run_id: str, config: Any) -> None:
