@@ -21,10 +21,14 @@ from src.config import ArmConfig, CompareConfig, Config, OptimizerConfig, arm_op
 
 
 def arm_label(base: OptimizerConfig, optimizer: OptimizerConfig) -> str:
-    """β always, then whatever else the arm changes (α, ε, ...), e.g. `β=(0.1, 0.1), α=0.01`."""
+    """β always, then whatever else the arm changes (α, ε, ...), e.g. `β=(0.1, 0.1), α=0.01`;
+    the optimizer's name first where it differs from the base's (`adamax, β=(0.9, 0.999)`)."""
     parts = [f"β=({optimizer.betas[0]:g}, {optimizer.betas[1]:g})"]
+    if optimizer.name != base.name:
+        parts.insert(0, optimizer.name)
     for name, symbol in (("lr", "α"), ("eps", "ε"), ("weight_decay", "wd"),
-                         ("eps_mode", "eps_mode"), ("bias_correction", "bias_correction")):
+                         ("eps_mode", "eps_mode"), ("bias_correction", "bias_correction"),
+                         ("amsgrad", "amsgrad")):
         value = getattr(optimizer, name)
         if value != getattr(base, name):
             parts.append(f"{symbol}={value:g}" if isinstance(value, float) else

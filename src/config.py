@@ -9,7 +9,7 @@ objects — still at start-up.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -77,18 +77,27 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    """Arguments of src.optim.Adam; names follow torch.optim.Adam."""
+    """The optimizer: `name` picks one of src.optim.OPTIMIZERS, the other fields are its keyword
+    arguments (names follow torch.optim). A field the named optimizer does not read must keep
+    its default here, so a setting cannot be silently ignored."""
 
+    name: str = "adam"  # adam | adamw (decoupled weight decay) | adamax (Algorithm 2)
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-7
     weight_decay: float = 0.0
     # The blog trains with Keras, which adds ε to √v_t rather than to √v̂_t; "paper" is
-    # Algorithm 1 (and torch.optim.Adam).
+    # Algorithm 1 (and torch.optim.Adam). For AdaMax: ε in the denominator (keras) or inside
+    # the max (paper, torch.optim.Adamax).
     eps_mode: str = "keras"
     bias_correction: bool = True
+    amsgrad: bool = False  # Adam/AdamW: the running maximum of v_t in the denominator
 
     def __post_init__(self) -> None:
+        from src.optim.registry import OPTIMIZERS  # lazy: the optimizers pull in torch
+
+        require(self.name in OPTIMIZERS, f"optimizer.name={self.name!r}: expected one of "
+                 f"{', '.join(sorted(OPTIMIZERS))}")
         require(finite(self.lr) and self.lr > 0, f"optimizer.lr={self.lr}: must be a number > 0")
         require(len(self.betas) == 2,
                  f"optimizer.betas={list(self.betas)}: expected two values [beta1, beta2]")
@@ -100,6 +109,15 @@ class OptimizerConfig:
                  f"optimizer.weight_decay={self.weight_decay}: must be >= 0")
         require(self.eps_mode in ("paper", "keras"),
                  f"optimizer.eps_mode={self.eps_mode!r}: expected 'paper' or 'keras'")
+        reads = OPTIMIZERS[self.name].fields
+        for option in fields(self):
+            if option.name == "name" or option.name in reads:
+                continue
+            default = (option.default if option.default_factory is MISSING
+                       else option.default_factory())
+            value = getattr(self, option.name)
+            require(value == default, f"optimizer.{option.name}={value}: {self.name} has no "
+                     f"option {option.name!r} (it takes {', '.join(reads)})")
 
 
 @dataclass

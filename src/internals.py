@@ -10,7 +10,8 @@ and t from the optimizer's state (``exp_avg``, ``exp_avg_sq``, ``step``) at the 
 training epoch and logs the distribution over all parameter elements of
 
 * ``internals/step_*``:  the effective step |α·m̂_i/(√v̂_i + ε)| — exactly |Δθ_i| of the
-  epoch's last optimizer step (weight decay, if any, is already inside m_t);
+  epoch's last optimizer step (L2 weight decay, if any, is already inside m_t; AdamW's
+  decoupled decay of θ is not counted);
 * ``internals/inv_sqrt_v_*``:  the per-parameter scale 1/(√v̂_i + ε);
 * ``internals/update_ratio_*``:  the element-wise update-to-weight ratio |Δθ_i| / |θ_i|,
   θ being the weights after that step;
@@ -27,8 +28,10 @@ each as its 10th, 50th and 90th percentile (``_p10``, ``_p50``, ``_p90``), plus
 
 ε is placed as the optimizer places it: ``eps_mode="paper"`` adds ε to √v̂ as above;
 ``"keras"`` adds it to √v_t, i.e. uses ε/√(1-β2^t) in the formula; with
-``bias_correction=False`` both use m̂ = m_t, v̂ = v_t. Groups without those keys (e.g.
-``torch.optim.Adam``) are read as the paper's Adam.
+``bias_correction=False`` both use m̂ = m_t, v̂ = v_t; with ``amsgrad`` v_t is the running
+maximum the step divides by (``max_exp_avg_sq``). Groups without those keys (e.g.
+``torch.optim.Adam``) are read as the paper's Adam; optimizers without Adam's state (AdaMax's
+``exp_inf``) log no internals.
 
 Cost: a few passes over the state and three sorts per logged epoch (about 20 ms for the
 blog's MLP, 1 % of its epoch), and nothing at all when the callback is not attached
@@ -142,8 +145,10 @@ def internals_metrics(optimizer: Optimizer, max_elements: int = DEFAULT_MAX_ELEM
                 k = max(1, round(max_elements * p.numel() / total))
                 sample = torch.randint(p.numel(), (k,), generator=generator)
             beta1, beta2 = group["betas"]
+            # AMSGrad divides by the running maximum of v_t, so that is the v of its step.
+            v = state["max_exp_avg_sq"] if group.get("amsgrad") else state["exp_avg_sq"]
             per_param.append(param_internals(
-                p, state["exp_avg"], state["exp_avg_sq"], float(state["step"]),
+                p, state["exp_avg"], v, float(state["step"]),
                 lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
                 eps=float(group["eps"]), eps_mode=group.get("eps_mode", "paper"),
                 bias_correction=bool(group.get("bias_correction", True)), sample=sample))

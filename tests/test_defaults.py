@@ -35,8 +35,6 @@ ADDED_GROUPS = {"experiment": "config"}
 # Written by pipelines.study to replay a trial: a snapshot pins every value, so that the
 # replay stays the trial even after a default changes.
 SNAPSHOTS = ("experiment/best_*.yaml",)
-# Stripped on another branch (the Adam drop-in); the marker goes when that branch is merged.
-PENDING = {"optimizer/adam.yaml": "conf/optimizer is stripped with the optimizer's schema"}
 
 NO_KEY = object()
 
@@ -139,8 +137,7 @@ def conf_files() -> list[Any]:
         name = str(path.relative_to(CONF))
         if any(path.match(pattern) for pattern in SNAPSHOTS):
             continue
-        marks = [pytest.mark.xfail(strict=True, reason=PENDING[name])] if name in PENDING else []
-        params.append(pytest.param(path, id=name, marks=marks))
+        params.append(pytest.param(path, id=name))
     return params
 
 

@@ -178,3 +178,25 @@ def test_training_logs_internals_only_when_enabled(tiny_mnist: Path, tmp_path: P
     for key in ("train/loss", "val/loss", "val/acc"):
         assert on.history[key] == off.history[key]
     assert on.final == off.final
+
+
+def test_amsgrad_internals_are_the_step_it_applied() -> None:
+    """With AMSGrad the step divides by max(v); the effective step must still equal |Δθ|."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3).double()
+    opt = Adam(net.parameters(), lr=3e-2, betas=(0.8, 0.9), amsgrad=True)
+    x = torch.randn(16, 4, dtype=torch.float64)
+    for k in range(8):
+        before = [p.detach().clone() for p in net.parameters()]
+        opt.zero_grad()
+        # Shrinking losses make v_t fall below its running maximum.
+        (net(x).square().sum() * 0.5**k).backward()
+        opt.step()
+    applied = torch.cat([(p.detach() - b).abs().ravel()
+                         for p, b in zip(net.parameters(), before, strict=True)])
+    assert any(bool((opt.state[p]["max_exp_avg_sq"] > opt.state[p]["exp_avg_sq"]).any())
+               for p in net.parameters())
+    got = internals_metrics(opt, max_elements=1 << 20)
+    for q, suffix in ((0.1, "p10"), (0.5, "p50"), (0.9, "p90")):
+        assert got[f"internals/step_{suffix}"] == pytest.approx(
+            float(torch.quantile(applied, q)), rel=1e-8)
