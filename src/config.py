@@ -53,9 +53,10 @@ def require_seeds(key: str, seeds: int | list[int]) -> None:
 @dataclass
 class DataConfig:
     name: str = "mnist"  # a key of src.data.DATASETS
-    # Relative paths are taken from the project root; null: the dataset's default location
-    # (src.data.default_root: a system copy such as Debian's, else data/<name>).
-    root: str | None = "data/mnist"
+    # Relative paths are taken from the working directory; null: the dataset's default
+    # location (src.data.default_root: a system copy such as Debian's, a copy beside the
+    # checkout such as ../shared/data/mnist, else data/<name>, downloaded there).
+    root: str | None = None
     download: bool = True
     # Carved from the training images with a seeded permutation; that it leaves some training
     # images is checked against the file (MNISTDataModule.setup), which the config cannot see.

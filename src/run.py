@@ -38,6 +38,10 @@ from src.tracking import (
 # Lightning's start-up banners (accelerators, a product tip) are info-level noise in every
 # run, and ten times over in a comparison; warnings stay visible.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+# "[rank: 0] Received SIGTERM: 15": a stopped comparison's workers get SIGTERM from the parent
+# after the user's Ctrl-C; the one `error: interrupted` line already says what happened.
+logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(
+    logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
@@ -45,7 +49,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 class RunOutcome:
     run_id: str
     history: dict[str, list[float]]  # per-epoch series, e.g. "train/loss", "val/acc"
-    final: dict[str, float]  # last validation metrics and the test metrics
+    final: dict[str, float]  # the last epoch's training loss and validation metrics, the test
     seconds: float
     startup_seconds: float = 0.0  # from `train` being called to the first epoch starting
 
@@ -186,7 +190,8 @@ def train(config: Config, *, client: MlflowClient | None = None,
         log_metric_batch(client, run_id, timing, step=0)
         if config.tracking.log_model:
             log_model(client, run_id, model, datamodule, config.trainer.max_epochs)
-    final = {k: v[-1] for k, v in logger.history.items() if k.startswith(("val/", "test/"))}
+    final = {k: v[-1] for k, v in logger.history.items()
+             if k.startswith(("train/", "val/", "test/"))}
     return RunOutcome(run_id=run_id, history={k: list(v) for k, v in logger.history.items()
                                               if not k.startswith("test/")},
                       final=final, seconds=finished - started,

@@ -220,3 +220,26 @@ def test_a_stop_is_raised_once(signum: int, raised: str) -> None:
             time.sleep(0.2)
             seen.append("cleaned up")
     assert seen == [raised, "cleaned up"]
+
+
+def test_ctrl_c_during_compare_is_one_line_without_lightnings_chatter(
+        tiny_mnist: Path, store: Path) -> None:
+    # A terminal's Ctrl-C goes to the whole process group: the parent and every worker.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", "+experiment=compare", f"data.root={tiny_mnist}",
+         "data.val_size=100", "trainer.max_epochs=500", "compare.seeds=[0,1]",
+         "compare.workers=2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: _runs_with_metrics(store) >= 2, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=90)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith("error: interrupted"), output[-3000:]
+    for chatter in ("Received SIGTERM", "Detected KeyboardInterrupt", "Traceback"):
+        assert chatter not in output, output[-3000:]
+    assert {r.info.status for r in mlflow_runs(store)} <= {"KILLED", "FAILED"}
