@@ -178,6 +178,10 @@ def _composition(root: str, experiment: str | None) -> tuple[list[Path], list[st
         path = CONF / "experiment" / f"{name}.yaml"
         chain.append(path)
         parents = OmegaConf.to_container(OmegaConf.load(path)).get("defaults", [])
+        # `- override /model: logreg` swaps a group option the root chose (paper_logreg)
+        chain += [CONF / group.removeprefix("override /") / f"{option}.yaml"
+                  for entry in parents if isinstance(entry, dict)
+                  for group, option in entry.items() if group.startswith("override /")]
         name = next((p for p in parents if isinstance(p, str) and p != "_self_"), None)
     return files + chain, [f"+experiment={experiment}"]
 
