@@ -60,7 +60,12 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     _Stop.raised = True
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
-    raise Interrupted(_Stop.reason or f"received signal {signal.Signals(signum).name}")
+    raise Interrupted(stop_reason(signum))
+
+
+def stop_reason(signum: int) -> str:
+    """What stopped this process: `stop_self`'s reason, else the signal's name."""
+    return _Stop.reason or f"received signal {signal.Signals(signum).name}"
 
 
 def stop_self(reason: str) -> None:

@@ -6,6 +6,7 @@ Pipelines (comparisons, studies) call `train` once per run, in their own process
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from src.config import Config, require
 from src.data import MNISTDataModule, unit_scale
 from src.internals import AdamInternals
-from src.interrupts import Interrupted, acknowledge
+from src.interrupts import Interrupted, acknowledge, stop_reason
 from src.liveness import announce, close_stale_runs
 from src.model import Classifier, build_mlp
 from src.tracking import (
@@ -179,7 +180,7 @@ def train(config: Config, *, client: MlflowClient | None = None,
             # interrupt back its name so every layer treats it as one.
             if trainer.received_sigterm:
                 acknowledge()
-                raise Interrupted("received signal SIGTERM") from None
+                raise Interrupted(stop_reason(signal.SIGTERM)) from None
             if trainer.interrupted:
                 acknowledge()
                 raise KeyboardInterrupt from None
