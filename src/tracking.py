@@ -36,17 +36,18 @@ DEFAULT_TRACKING_URI = f"sqlite:///{STORE_DIR / 'mlflow.db'}"
 MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
 
 # SQLite's primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF) that are the file's
-# fault rather than the code's: what the file is, and what the user can do.
+# fault rather than the code's: what the file is, and what the user can do ({setting}: the
+# option that named the file).
 _SQLITE_TROUBLE = {
     8: ("is read-only", "make it writable"),  # SQLITE_READONLY
-    11: ("is corrupt", "restore it from a backup or point tracking.uri at a new file"),
+    11: ("is corrupt", "restore it from a backup or point {setting} at a new file"),
     13: ("cannot grow: the disk is full", "free some space"),  # SQLITE_FULL
-    26: ("is not an SQLite database", "point tracking.uri at an MLflow store"),  # NOTADB
+    26: ("is not an SQLite database", "point {setting} at another file"),  # SQLITE_NOTADB
 }
 
 # A database server's connection check gives up after this long (seconds). MLflow retries
 # a failed first connection ten times with growing pauses (mlflow.store.db.utils:
-# MAX_RETRY_COUNT, no setting for it), about 100 s, which a wrong password never outlasts.
+# MAX_RETRY_COUNT, no setting for it), about 100 s spent on a password that cannot work.
 CONNECT_TIMEOUT = 5
 
 
@@ -73,7 +74,7 @@ def use_wal(path: Path, timeout: float = 30) -> None:
             db.execute("PRAGMA journal_mode=WAL")
 
 
-def require_tables(path: Path, tables: frozenset[str], kind: str,
+def require_tables(path: Path, tables: frozenset[str], kind: str = "an MLflow store",
                    setting: str = "tracking.uri") -> None:
     """Refuse an SQLite file that holds tables, but not `tables`: it is not `kind` (an empty
     or missing file is fine: it is about to become one). Reads only the schema; `setting`
@@ -90,47 +91,51 @@ def require_tables(path: Path, tables: frozenset[str], kind: str,
                             f"file or at {kind}")
 
 
-def sqlite_trouble(err: BaseException) -> tuple[str, str, str] | None:
-    """(what is wrong with the file, what to do, SQLite's message) when `err` comes, through
-    however many wrappers (MLflow's, SQLAlchemy's), from SQLite finding its file corrupt,
-    full, read-only or not a database; None for anything else."""
+def sqlite_trouble(err: BaseException) -> tuple[int, str] | None:
+    """(SQLite's primary result code, its message) when `err` comes, through however many
+    wrappers (MLflow's, SQLAlchemy's), from SQLite finding its file corrupt, full, read-only
+    or not a database; None for anything else (a busy database, a bug in a query)."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         for candidate in (current, getattr(current, "orig", None)):  # SQLAlchemy keeps .orig
             code = getattr(candidate, "sqlite_errorcode", None)
-            if isinstance(candidate, sqlite3.Error) and isinstance(code, int):
-                found = _SQLITE_TROUBLE.get(code & 0xFF)
-                if found is not None:
-                    return (*found, str(candidate))
+            if (isinstance(candidate, sqlite3.Error) and isinstance(code, int)
+                    and code & 0xFF in _SQLITE_TROUBLE):
+                return code & 0xFF, str(candidate)
         current = current.__cause__ or current.__context__
     return None
 
 
-def _store_trouble(uri: str, err: BaseException) -> TrackingError | None:
+def _store_trouble(uri: str, err: BaseException, kind: str,
+                   setting: str) -> TrackingError | None:
     """The one-line error naming an SQLite store's file and its trouble, if `err` is that."""
     path = sqlite_path(uri)
     trouble = sqlite_trouble(err) if path is not None else None
     if trouble is None:
         return None
-    what, todo, message = trouble
-    return TrackingError(f"the MLflow store {path} {what} ({message}): {todo}")
+    code, message = trouble
+    what, todo = _SQLITE_TROUBLE[code]
+    todo = todo.format(setting=setting)
+    return TrackingError(f"the {kind} {path} {what} ({message}): {todo}")
 
 
 @contextmanager
-def store_errors(uri: str) -> Iterator[None]:
+def store_errors(uri: str, kind: str = "MLflow store",
+                 setting: str = "tracking.uri") -> Iterator[None]:
     """Inside, trouble with an SQLite store's file becomes one TrackingError naming the file.
 
     Corrupt pages show only when a statement reads them, anywhere in a run, so this wraps
-    all of it; other errors pass unchanged.
+    all of it; other errors pass unchanged. `kind` and `setting` name the store and the
+    option that chose it, e.g. "Optuna storage" and "study.storage".
     """
     try:
         yield
     except TrackingError:
         raise
     except Exception as err:
-        named = _store_trouble(uri, err)
+        named = _store_trouble(uri, err, kind, setting)
         if named is None:
             raise
         raise named from err
@@ -139,7 +144,7 @@ def store_errors(uri: str) -> Iterator[None]:
 def _cannot_open(uri: str, err: BaseException) -> TrackingError:
     text = str(err).strip()
     first = text.splitlines()[0] if text else type(err).__name__
-    return _store_trouble(uri, err) or TrackingError(
+    return _store_trouble(uri, err, "MLflow store", "tracking.uri") or TrackingError(
         f"cannot open the MLflow store {mask_secrets(uri)}: {mask_secrets(first)}")
 
 
@@ -172,7 +177,7 @@ def open_store(uri: str) -> MlflowClient:
     path = sqlite_path(uri)
     if path is not None:
         try:
-            require_tables(path, MLFLOW_TABLES, "an MLflow store")
+            require_tables(path, MLFLOW_TABLES)
             use_wal(path)
         except (OSError, sqlite3.Error) as err:
             raise _cannot_open(uri, err) from err

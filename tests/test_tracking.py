@@ -18,6 +18,7 @@ from src.tracking import (
     open_store,
     run_lifecycle,
     sqlite_trouble,
+    store_errors,
 )
 from tests.conftest import run_entry
 from tests.postgres import postgres_bin, postgres_cluster
@@ -110,10 +111,15 @@ def test_sqlite_trouble_is_only_the_files_fault(tmp_path: Path) -> None:
     except sqlite3.DatabaseError as err:
         try:
             raise RuntimeError("a wrapper, as MLflow's") from err
-        except RuntimeError as wrapped:
-            trouble = sqlite_trouble(wrapped)
-    assert trouble == ("is not an SQLite database", "point tracking.uri at an MLflow store",
-                       "file is not a database")
+        except RuntimeError as caught:
+            wrapped = caught
+    trouble = sqlite_trouble(wrapped)
+    assert trouble == (26, "file is not a database")  # SQLITE_NOTADB
+    with pytest.raises(TrackingError, match=re.escape(
+            f"the Optuna storage {not_a_db} is not an SQLite database (file is not a database)"
+            ": point study.storage at another file")), \
+            store_errors(f"sqlite:///{not_a_db}", "Optuna storage", "study.storage"):
+        raise wrapped
 
 
 def test_the_connection_check_asks_the_driver_for_a_timeout(
