@@ -201,7 +201,8 @@ def check_sqlite(path: Path) -> None:
             return  # not SQLite at all: Optuna's own error says so
         problems = [str(err)]
     if problems != ["ok"]:
-        raise TrackingError(f"the Optuna storage {path} is corrupt ({problems[0]}): restore "
+        first = " ".join(problems[0].replace("*** in database main ***", "").split())
+        raise TrackingError(f"the Optuna storage {path} is corrupt ({first}): restore "
                             "it from a backup, or move it away to start the studies afresh")
 
 
@@ -301,13 +302,15 @@ def requeue_failed_points(study: optuna.Study) -> list[dict[str, Any]]:
     study its baselines. Call it with the study locked (`study_lock`): two invocations
     checking at once would both enqueue.
     """
+    points: dict[str, dict[str, Any]] = {}
     measured: dict[str, bool] = {}  # point → whether any trial of it ended other than FAIL
     for trial in study.get_trials(deepcopy=False):
         point = trial.system_attrs.get("fixed_params")  # set by enqueue_trial
         if point is not None:
             key = json.dumps(point, sort_keys=True)
+            points.setdefault(key, point)
             measured[key] = measured.get(key, False) or trial.state != TrialState.FAIL
-    lost = [json.loads(key) for key, ok in measured.items() if not ok]
+    lost = [points[key] for key, ok in measured.items() if not ok]
     for point in lost:
         study.enqueue_trial(point)
     return lost
