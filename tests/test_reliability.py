@@ -254,7 +254,7 @@ def test_ctrl_c_during_compare_is_one_line_without_lightnings_chatter(
          "compare.workers=2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        _wait_for(lambda: _runs_with_metrics(store) >= 2, proc)
+        wait_for(lambda: runs_with_metrics(store) >= 2, proc)
         os.killpg(proc.pid, signal.SIGINT)
         output = proc.communicate(timeout=90)[0]
     finally:
