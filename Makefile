@@ -6,7 +6,7 @@ STAMP   := .venv/.installed
 DATA    ?= $(if $(wildcard ../shared/data/mnist/train-labels-idx1-ubyte*),../shared/data/mnist,data/mnist)
 ARGS    ?=
 
-.PHONY: setup compare train study ui test lint bench clean-store
+.PHONY: setup compare train study ui test lint bench mutate clean-store
 
 setup: $(STAMP)
 
@@ -36,3 +36,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --data $(DATA) $(ARGS)
+
+# Mutation testing of the core, a score per module (README "Development"); not part of CI or
+# `make test`. ARGS picks modules, e.g. `make mutate ARGS="stats idx"`.
+mutate: $(STAMP)
+	$(PY) -c "import mutmut" 2>/dev/null || \
+		$(PY) -m pip install -qq --disable-pip-version-check -e '.[dev,mutate]'
+	$(PY) -m tools.mutation_report $(ARGS)

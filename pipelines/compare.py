@@ -7,13 +7,13 @@ the machinery (checks, worker processes, parent and children) is `pipelines.runs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipelines.report.compare import write_report
+from pipelines.report.compare import contrast_verdict, write_report
 from pipelines.report.internals import write_internals
 from pipelines.report.results import RunResult
 from pipelines.runs import Job, run_under_parent, worker_count
@@ -67,15 +67,23 @@ def contrast(compare: CompareConfig) -> tuple[str, str] | None:
     return (pair[0], pair[1]) if len(pair) == 2 else None
 
 
-def write_compare_report(folder: Path, results: list[RunResult], compare: CompareConfig,
-                         labels: dict[str, str]) -> tuple[dict[str, float], str | None]:
-    """Curves, tables and the contrast's verdict (and Adam's internals when they were logged)
-    into `folder`; returns the parent's metrics and the verdict."""
-    arms = [arm.name for arm in compare.arms]
-    report = write_report(results, arms, folder, labels=labels, compare=contrast(compare),
-                          metric=compare.metric)
+def write_arms_report(folder: Path, results: list[RunResult], arms: Sequence[str],
+                      pair: tuple[str, str] | None, metric: str,
+                      labels: Mapping[str, str] | None = None,
+                      ) -> tuple[dict[str, float], str | None]:
+    """Curves, tables and, for `pair`, Welch's test and the verdict on `metric` (and Adam's
+    internals when they were logged) into `folder`; returns the parent's metrics and the
+    verdict. What a comparison reports, and a multirun sweep too."""
+    report = write_report(results, arms, folder, labels=labels, compare=pair, metric=metric)
     write_internals(results, arms, folder, labels=labels)  # when internals.enabled
     return report.summary, report.verdict
+
+
+def write_compare_report(folder: Path, results: list[RunResult], compare: CompareConfig,
+                         labels: dict[str, str]) -> tuple[dict[str, float], str | None]:
+    """`write_arms_report` for the configured arms and contrast."""
+    return write_arms_report(folder, results, [arm.name for arm in compare.arms],
+                             contrast(compare), compare.metric, labels)
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -88,12 +96,14 @@ def main(cfg: DictConfig) -> float | None:
     labels = arm_labels(config.optimizer, compare.arms)
     headline = (f"compare: {len(compare.arms)} arms × {len(compare.seeds)} seeds = {len(jobs)} "
                 f"runs, {workers} worker processes")
-    _, verdict = run_under_parent(
+    pair = contrast(compare)
+    run_under_parent(
         config, jobs, workers, "compare", headline,
-        lambda folder, results: write_compare_report(folder, results, compare, labels))
-    if verdict:
-        print(f"verdict: {verdict}", flush=True)
+        lambda folder, results: write_compare_report(folder, results, compare, labels),
+        verdict=lambda results: (None if pair is None else contrast_verdict(
+            results, pair, compare.metric, labels)))
     return None
 
 
-__all__ = ["arm_label", "arm_labels", "contrast", "main", "plan", "write_compare_report"]
+__all__ = ["arm_label", "arm_labels", "contrast", "main", "plan", "write_arms_report",
+           "write_compare_report"]

@@ -19,23 +19,30 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TypeVar
 
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 
+from pipelines import lifeline
 from pipelines.report.results import RunResult, is_finished
+from src.cli import fail
 from src.config import Config
 from src.interrupts import stop_signals
+from src.liveness import announce, close_lost_children, close_stale_runs, describe
 from src.tracking import (
-    close_orphans,
     log_config,
     log_metric_batch,
+    mask_secrets,
     open_store,
     resolve_uri,
     run_lifecycle,
@@ -71,9 +78,16 @@ def check_data(config: Config) -> None:
     make_datamodule(config)
 
 
-def open_tracking(config: Config) -> MlflowClient:
-    """The MLflow store the config names (created if new): where the parent and children go."""
-    return open_store(resolve_uri(config.tracking.uri))
+def open_tracking(config: Config, close_stale: bool = True) -> MlflowClient:
+    """The MLflow store the config names (created if new): where the parent and children go.
+
+    With `close_stale` (an invocation's own start, not its workers'), runs left RUNNING by
+    processes that are gone (killed outright) are closed first, and named.
+    """
+    client = open_store(resolve_uri(config.tracking.uri))
+    if close_stale:
+        announce(close_stale_runs(client))
+    return client
 
 
 def preflight(config: Config, parallel: bool, preload: Sequence[str] = ()) -> MlflowClient:
@@ -126,7 +140,8 @@ def log_report(client: MlflowClient, run_id: str,
         client.log_artifacts(run_id, tmp, artifact_path)
     log_metric_batch(client, run_id, metrics, step=0)
     where = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/" + artifact_path
-    return value, where.removeprefix("file://")
+    # A file: URI is percent-encoded (é, spaces); the user needs the path itself.
+    return value, local_file_uri_to_path(where) if where.startswith("file:") else where
 
 
 # --- the children -----------------------------------------------------------------------------
@@ -138,9 +153,20 @@ class Job:
     arm: str
     seed: int
     config: Config
+    name: str | None = None  # the MLflow run's name; None: `<arm>/seed=<seed>`
 
 
-def _worker_init() -> None:
+def _worker_init(parent: Connection) -> None:
+    lifeline.watch_parent(parent)  # a worker does not outlive the pipeline's process
+    # Ctrl-C reaches every process of the terminal's group; only the parent acts on it, and
+    # stops its workers with SIGTERM (their runs end KILLED). A worker that raised on its own
+    # Ctrl-C between jobs, or on a second one, would print a traceback and break the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Lightning logs every SIGTERM it sees; the parent says once why its workers stopped.
+    import logging
+
+    logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(
+        logging.WARNING)
     # Parallelism is across processes: a second torch thread per run only adds contention.
     import torch
 
@@ -160,10 +186,10 @@ def _train_job(job: Job, parent_run_id: str) -> RunResult:
         # comparison must not start new runs.
         return RunResult(arm=job.arm, seed=job.seed, history={}, final={},
                          status="KILLED: not started")
-    with stop_signals():
+    with lifeline.job(), stop_signals(signal.SIGTERM):
         try:
             outcome = train(job.config, parent_run_id=parent_run_id,
-                            run_name=f"{job.arm}/seed={job.seed}",
+                            run_name=job.name or f"{job.arm}/seed={job.seed}",
                             tags={"arm": job.arm, "seed": str(job.seed)})
         except NonFiniteLoss as err:
             # Divergence is a finding about the arm, not a crash of the comparison.
@@ -175,20 +201,38 @@ def _train_job(job: Job, parent_run_id: str) -> RunResult:
     return RunResult(arm=job.arm, seed=job.seed, history=outcome.history, final=outcome.final)
 
 
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Cancel what has not started, stop the workers (SIGTERM), and wait until they are gone:
+    each ends its own run KILLED, and only then may a run still RUNNING be called lost."""
+    executor.shutdown(wait=False, cancel_futures=True)  # nothing new starts
+    # (shutdown without waiting forgets the workers: they are joined here instead.)
+    workers = multiprocessing.active_children()
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=60)
+        if worker.is_alive():  # stuck: its run is closed as lost afterwards
+            worker.kill()
+            worker.join()
+
+
 @contextmanager
 def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """Worker processes that are stopped (SIGTERM → their runs end KILLED) if we are."""
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=forkserver(),
-                                   initializer=_worker_init)
+    """Worker processes that are stopped (SIGTERM → their runs end KILLED) if we are, and
+    that stop themselves if we die (see `pipelines.lifeline`)."""
+    context = forkserver()
+    tie = lifeline.Lifeline(context)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                   initializer=_worker_init, initargs=(tie.reader,))
     try:
         yield executor
     except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)  # nothing new starts
-        for child in multiprocessing.active_children():
-            child.terminate()
-        executor.shutdown(wait=True)
+        _stop_workers(executor)
         raise
-    executor.shutdown(wait=True)
+    else:
+        executor.shutdown(wait=True)
+    finally:
+        tie.close()
 
 
 def run_jobs(jobs: list[Job], workers: int, parent_run_id: str) -> list[RunResult]:
@@ -207,14 +251,27 @@ def run_jobs(jobs: list[Job], workers: int, parent_run_id: str) -> list[RunResul
     return sorted(results, key=lambda r: ([j.arm for j in jobs].index(r.arm), r.seed))
 
 
+class WorkerLost(Exception):
+    """A worker process died (killed or crashed) during a run; the message is one line."""
+
+
 def run_children(client: MlflowClient, parent_run_id: str, jobs: list[Job],
                  workers: int) -> list[RunResult]:
-    """`run_jobs`, and if it is stopped or fails, no child left RUNNING behind it."""
+    """`run_jobs`, and if it is stopped or fails, no child left RUNNING behind it; a worker
+    that died is `WorkerLost`, naming the run it took with it."""
     try:
         return run_jobs(jobs, workers, parent_run_id)
+    except BrokenProcessPool as err:
+        lost = close_lost_children(client, parent_run_id, "FAILED")
+        during = (f" during {', '.join(describe(run) for run in lost)}" if lost else "")
+        raise WorkerLost(
+            f"a worker process died (killed or crashed){during}: that run and the parent "
+            "ended FAILED, runs still training were stopped (KILLED); run the command again "
+            "for a complete comparison") from err
     except BaseException as err:
         # A worker that was killed outright could not close its own run.
-        close_orphans(client, parent_run_id, "FAILED" if isinstance(err, Exception) else "KILLED")
+        close_lost_children(client, parent_run_id,
+                            "FAILED" if isinstance(err, Exception) else "KILLED")
         raise
 
 
@@ -222,20 +279,45 @@ def run_children(client: MlflowClient, parent_run_id: str, jobs: list[Job],
 
 def run_under_parent(config: Config, jobs: list[Job], workers: int, kind: str, headline: str,
                      write: Callable[[Path, list[RunResult]], tuple[Mapping[str, float], T]],
+                     tags: Mapping[str, str] | None = None,
+                     verdict: Callable[[list[RunResult]], str | None] | None = None,
                      ) -> tuple[list[RunResult], T]:
-    """Check, run `jobs` as children of one new parent run, then `write(folder, results)` the
-    report onto the parent (see `log_report`); prints where it is and which runs failed."""
+    """Check, run `jobs` as children of one new parent run (with `tags`), then
+    `write(folder, results)` the report onto the parent (see `log_report`); prints which runs
+    failed, where the report is, and the `verdict` of the results, which is printed even if
+    the report cannot be written. A worker process that dies is one `error:` line and exit
+    status 1."""
     client = preflight(config, parallel=workers > 1)
-    with parent_run(client, config, kind, headline) as parent:
-        results = run_children(client, parent, jobs, workers)
-        reported, where = log_report(client, parent, lambda folder: write(folder, results))
-    for r in results:
-        if not is_finished(r):
-            print(f"warning: {r.arm} seed={r.seed} did not finish: {r.status}", flush=True)
-    print(f"report: {where}", flush=True)
+    try:
+        with parent_run(client, config, kind, headline, tags=tags) as parent:
+            results = run_children(client, parent, jobs, workers)
+            concluded = verdict(results) if verdict is not None else None
+            try:
+                reported, where = log_report(client, parent,
+                                             lambda folder: write(folder, results))
+            except Exception as err:
+                _conclude(results, None, concluded)
+                text = str(err).strip()
+                print(f"warning: the report could not be written "
+                      f"({mask_secrets(text.splitlines()[0] if text else type(err).__name__)});"
+                      " the verdict above is from the finished runs", flush=True)
+                raise
+    except WorkerLost as err:
+        fail(str(err), code=1)
+    _conclude(results, where, concluded)
     return results, reported
 
 
-__all__ = ["PRELOAD", "Job", "check_data", "forkserver", "log_report", "open_tracking",
-           "parent_run", "preflight", "run_children", "run_jobs", "run_under_parent",
-           "worker_count"]
+def _conclude(results: list[RunResult], where: str | None, verdict: str | None) -> None:
+    for r in results:
+        if not is_finished(r):
+            print(f"warning: {r.arm} seed={r.seed} did not finish: {r.status}", flush=True)
+    if where is not None:
+        print(f"report: {where}", flush=True)
+    if verdict:
+        print(f"verdict: {verdict}", flush=True)
+
+
+__all__ = ["PRELOAD", "Job", "WorkerLost", "check_data", "forkserver", "log_report",
+           "open_tracking", "parent_run", "preflight", "run_children", "run_jobs",
+           "run_under_parent", "worker_count"]

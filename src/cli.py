@@ -1,4 +1,8 @@
-"""How entry points answer the user: one line for a problem they can fix, and an exit code."""
+"""How entry points answer the user: one line for a problem they can fix, and an exit code.
+
+Imported before the config is validated, so nothing heavy here (see src.errors): a refusal
+answers without waiting for torch, Lightning or MLflow.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from src.config import ConfigError
-from src.data import DataError
+from src.errors import DataError, DivergedError, TrackingError, mask_secrets
 from src.interrupts import Interrupted, stop_signals
-from src.tracking import TrackingError, mask_secrets
 
 # Problems in what the user asked for, not bugs: no traceback helps with them.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, TrackingError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, TrackingError,
+                                            DivergedError)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -50,6 +54,13 @@ def user_errors() -> Iterator[None]:
 def condense_hydra_error(text: str) -> str:
     """Hydra's composition errors span many lines (+ a HYDRA_FULL_ERROR hint): keep the facts."""
     lines = [line.strip() for line in text.splitlines()]
+    if "Traceback (most recent call last):" in text:
+        # Hydra failed inside OmegaConf rather than refusing: the last line is the exception.
+        last = next(line for line in reversed(lines) if line)
+        # OmegaConf cannot set a key below a section that is null in the composed config.
+        null_section = (" (is its section null? e.g. compare.* needs +experiment=compare)"
+                        if last.endswith("for root: NoneType") else "")
+        return f"cannot apply the overrides: {last}{null_section}"
     kept = [line for line in lines if line and not line.startswith((
         "Set the environment variable HYDRA_FULL_ERROR", "full_key:", "reference_type=",
         "object_type=", "Config search path", "provider=", "To append to your config"))]

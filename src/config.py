@@ -4,6 +4,9 @@ Hydra composes `conf/` onto these dataclasses (registered below as `config_schem
 unknown key or a wrong type fails while composing, before anything is trained. Range checks
 live in `__post_init__`, which runs when `to_config` turns the composed DictConfig into
 objects — still at start-up.
+
+This module is read by every entry point before anything heavy is imported (a refusal must
+answer at once), so it imports Hydra, OmegaConf and the dataset registry, and no more.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from src.data.sources import DATASETS, default_root
 
 
 class ConfigError(ValueError):
@@ -32,12 +37,26 @@ def finite(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+# Seeds go to numpy (SeedSequence, Generator) and to Lightning's seed_everything, which both
+# take 32-bit unsigned seeds; outside that range they fail or are replaced mid-run.
+SEED_LIMIT = 2**32
+
+
+def require_seeds(key: str, seeds: int | list[int]) -> None:
+    """Refuse seeds outside [0, 2**32); `key` names the setting (`seed`, `compare.seeds`...)."""
+    for i, seed in enumerate(seeds if isinstance(seeds, list) else [seeds]):
+        name = key if isinstance(seeds, int) else f"{key}[{i}]"
+        require(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT,
+                f"{name}={seed}: a seed must be an integer in [0, 2**32)")
+
+
 @dataclass
 class DataConfig:
     name: str = "mnist"  # a key of src.data.DATASETS
-    # Relative paths are taken from the project root; null: the dataset's default location
-    # (src.data.default_root: a system copy such as Debian's, else data/<name>).
-    root: str | None = "data/mnist"
+    # Relative paths are taken from the working directory; null: the dataset's default
+    # location (src.data.default_root: a system copy such as Debian's, a copy beside the
+    # checkout such as ../shared/data/mnist, else data/<name>, downloaded there).
+    root: str | None = None
     download: bool = True
     # Carved from the training images with a seeded permutation; that it leaves some training
     # images is checked against the file (MNISTDataModule.setup), which the config cannot see.
@@ -47,8 +66,6 @@ class DataConfig:
     limit_train: int | None = None  # keep only this many training images (tests, smoke runs)
 
     def __post_init__(self) -> None:
-        from src.data import DATASETS, default_root  # lazy: the data module pulls in torch
-
         require(self.name in DATASETS, f"data.name={self.name!r}: expected one of "
                  f"{sorted(DATASETS)}")
         if self.root is None:
@@ -208,10 +225,16 @@ class OptimizerConfig:
                      f"{key!r} (it takes {takes})")
 
 
+# Lightning's accelerator names (its AcceleratorRegistry, plus "auto" and "gpu", which pick
+# one); whether this machine has the one asked for is checked before a run starts
+# (src.run.check_accelerator), since that needs torch.
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps", "tpu")
+
+
 @dataclass
 class TrainerConfig:
     max_epochs: int = 5
-    accelerator: str = "cpu"
+    accelerator: str = "cpu"  # one of ACCELERATORS
     # One torch thread per process: on small models the second thread costs more in
     # synchronisation than it gives, and parallelism belongs across runs (processes).
     num_threads: int = 1
@@ -228,6 +251,9 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         require(self.max_epochs >= 1, f"trainer.max_epochs={self.max_epochs}: must be >= 1")
+        require(self.accelerator in ACCELERATORS,
+                f"trainer.accelerator={self.accelerator!r}: expected one of "
+                f"{', '.join(ACCELERATORS)}")
         require(self.steps_per_call >= 1,
                  f"trainer.steps_per_call={self.steps_per_call}: must be >= 1")
         require(self.num_threads >= 1, f"trainer.num_threads={self.num_threads}: must be >= 1")
@@ -255,6 +281,10 @@ class TrackingConfig:
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlruns/mlflow.db
     experiment: str = "mnist-adam"
     run_name: str | None = None
+    # The trained network as the run's MLflow model (runs:/<id>/model, src.logged_model). On
+    # for a run of its own; the many-run experiments (compare, grids, the study's trials)
+    # switch it off in their YAML, since a statistic needs their metrics, not their networks.
+    log_model: bool = True
 
 
 @dataclass
@@ -276,6 +306,7 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         require(len(self.seeds) > 0, "compare.seeds is empty: give at least one seed")
+        require_seeds("compare.seeds", self.seeds)
         require(len(set(self.seeds)) == len(self.seeds),
                  f"compare.seeds={list(self.seeds)}: seeds repeat")
         require(len(self.arms) > 0, "compare.arms is empty: give at least one arm")
@@ -339,6 +370,7 @@ class GridConfig:
                          f"grid.{key}[{i}]={beta}: {key} must be in [0, 1)")
         for i, lr in enumerate(self.lr or []):
             require(finite(lr) and lr > 0, f"grid.lr[{i}]={lr}: must be a number > 0")
+        require_seeds("grid.seeds", self.seeds)
         require(self.workers is None or self.workers >= 1,
                  f"grid.workers={self.workers}: must be >= 1")
 
@@ -358,6 +390,9 @@ class Config:
     grid: GridConfig | None = None  # set by +experiment=beta_grid / bias_correction
     tune: TuneConfig | None = None  # set by +experiment=paper_logreg / paper_mlp
     internals: InternalsConfig = field(default_factory=InternalsConfig)
+
+    def __post_init__(self) -> None:
+        require_seeds("seed", self.seed)
 
 
 def register() -> None:

@@ -33,6 +33,7 @@ class _Stop:
     """Whether this process has already raised its stop (a second one would cut the clean-up)."""
 
     raised = False
+    reason: str | None = None  # what `stop_self` gave, said instead of the signal's name
 
 
 def acknowledge() -> None:
@@ -59,14 +60,28 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     _Stop.raised = True
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
-    raise Interrupted(f"received signal {signal.Signals(signum).name}")
+    raise Interrupted(stop_reason(signum))
+
+
+def stop_reason(signum: int) -> str:
+    """What stopped this process: `stop_self`'s reason, else the signal's name."""
+    return _Stop.reason or f"received signal {signal.Signals(signum).name}"
+
+
+def stop_self(reason: str) -> None:
+    """Stop this process's main thread as SIGTERM would (from any thread), saying `reason`."""
+    _Stop.reason = reason
+    # To the main thread itself, so that a blocking call it is in returns (EINTR) at once.
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
 
 @contextmanager
-def stop_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise (once, outside database calls) for the duration."""
+def stop_signals(*signums: int) -> Iterator[None]:
+    """SIGTERM and SIGINT (or just `signums`) raise, once, outside database calls, for the
+    duration."""
     try:
-        previous = {s: signal.signal(s, _handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, _handle)
+                    for s in (signums or (signal.SIGTERM, signal.SIGINT))}
     except ValueError:  # not the main thread: leave signals to whoever owns them
         yield
         return

@@ -175,6 +175,7 @@ class Classifier(pl.LightningModule):
         """Add a chunk's minibatch losses to the epoch's sum; raise NonFiniteLoss naming the
         first step whose loss was NaN or inf. One read of the losses per chunk, instead of a
         host sync per step: a diverged chunk runs to its end, then stops the run."""
+        losses = losses.cpu()  # the one host read of the chunk, on an accelerator
         values = losses.tolist()
         if not math.isfinite(sum(values)):  # losses are >= 0: NaN or inf survive the sum
             i = next(i for i, v in enumerate(values) if not math.isfinite(v))

@@ -6,6 +6,7 @@ Pipelines (comparisons, studies) call `train` once per run, in their own process
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,10 +19,11 @@ import pytorch_lightning as pl
 import torch
 from mlflow.tracking import MlflowClient
 
-from src.config import Config
-from src.data import MNISTDataModule
+from src.config import Config, require
+from src.data import MNISTDataModule, unit_scale
 from src.internals import AdamInternals
-from src.interrupts import Interrupted, acknowledge
+from src.interrupts import Interrupted, acknowledge, stop_reason
+from src.liveness import announce, close_stale_runs
 from src.model import Classifier, build_mlp
 from src.tracking import (
     EpochLogger,
@@ -37,6 +39,10 @@ from src.tracking import (
 # Lightning's start-up banners (accelerators, a product tip) are info-level noise in every
 # run, and ten times over in a comparison; warnings stay visible.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+# "[rank: 0] Received SIGTERM: 15": a stopped comparison's workers get SIGTERM from the parent
+# after the user's Ctrl-C; the one `error: interrupted` line already says what happened.
+logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector").setLevel(
+    logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
@@ -44,7 +50,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 class RunOutcome:
     run_id: str
     history: dict[str, list[float]]  # per-epoch series, e.g. "train/loss", "val/acc"
-    final: dict[str, float]  # last validation metrics and the test metrics
+    final: dict[str, float]  # the last epoch's training loss and validation metrics, the test
     seconds: float
     startup_seconds: float = 0.0  # from `train` being called to the first epoch starting
 
@@ -70,6 +76,22 @@ def subnormals_flushed(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+def check_accelerator(name: str) -> None:
+    """Refuse an accelerator this machine lacks, naming the ones it has (ConfigError).
+
+    Lightning finds out only while building the Trainer, after the run's MLflow run exists;
+    this asks its registry the same question first. The name itself is checked by the config.
+    """
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    available = sorted(n for n in AcceleratorRegistry.available_accelerators()
+                       if AcceleratorRegistry[n]["accelerator"].is_available())
+    wanted = {"auto": available, "gpu": ["cuda", "mps"]}.get(name, [name])
+    require(any(w in available for w in wanted),
+            f"trainer.accelerator={name}: this machine has no {' or '.join(wanted)} device "
+            f"(available: {', '.join(available)})")
 
 
 def make_datamodule(config: Config) -> MNISTDataModule:
@@ -127,6 +149,7 @@ def train(config: Config, *, client: MlflowClient | None = None,
     dates the start-up from an earlier point, e.g. before the entry point's imports.
     """
     started = started if started is not None else time.perf_counter()
+    check_accelerator(config.trainer.accelerator)
     torch.set_num_threads(config.trainer.num_threads)
     with ThreadPoolExecutor(1) as pool:
         # Reading, hashing and gunzipping the data release the GIL, so they overlap with
@@ -134,6 +157,8 @@ def train(config: Config, *, client: MlflowClient | None = None,
         loading = pool.submit(make_datamodule, config)
         client = client or open_store(resolve_uri(config.tracking.uri))
         datamodule = loading.result()  # bad data fails here, before any MLflow run exists
+    if parent_run_id is None:  # an invocation of its own: close what killed ones left open
+        announce(close_stale_runs(client))
     run_id = start_run(client, config.tracking.experiment, run_name or config.tracking.run_name,
                        parent_run_id=parent_run_id, tags=tags)
     with run_lifecycle(client, run_id, stops), subnormals_flushed(config.trainer.flush_denormal):
@@ -155,7 +180,7 @@ def train(config: Config, *, client: MlflowClient | None = None,
             # interrupt back its name so every layer treats it as one.
             if trainer.received_sigterm:
                 acknowledge()
-                raise Interrupted("received signal SIGTERM") from None
+                raise Interrupted(stop_reason(signal.SIGTERM)) from None
             if trainer.interrupted:
                 acknowledge()
                 raise KeyboardInterrupt from None
@@ -164,11 +189,23 @@ def train(config: Config, *, client: MlflowClient | None = None,
         first_epoch = clock.first_epoch_at or finished
         timing = {"time/startup_s": first_epoch - started, "time/train_s": finished - first_epoch}
         log_metric_batch(client, run_id, timing, step=0)
-    final = {k: v[-1] for k, v in logger.history.items() if k.startswith(("val/", "test/"))}
+        if config.tracking.log_model:
+            log_model(client, run_id, model, datamodule, config.trainer.max_epochs)
+    final = {k: v[-1] for k, v in logger.history.items()
+             if k.startswith(("train/", "val/", "test/"))}
     return RunOutcome(run_id=run_id, history={k: list(v) for k, v in logger.history.items()
                                               if not k.startswith("test/")},
                       final=final, seconds=finished - started,
                       startup_seconds=first_epoch - started)
+
+
+def log_model(client: MlflowClient, run_id: str, model: Classifier,
+              datamodule: MNISTDataModule, last_epoch: int) -> None:
+    """The trained network as the run's MLflow model `model` (see src.logged_model)."""
+    from src.logged_model import EXAMPLE_ROWS, log_network  # lazy: mlflow.pytorch is heavy
+
+    pixels, _ = datamodule.pixels("test")
+    log_network(client, run_id, model.net, unit_scale(pixels[:EXAMPLE_ROWS]), step=last_epoch)
 
 
 def describe(config: Config) -> str:

@@ -26,6 +26,7 @@ def synthetic_runs(
                 "val/acc": list(acc - 0.08 * np.exp(-e) + rng.normal(0, noise, epochs)),
             }
             final = {
+                "train/loss": history["train/loss"][-1],  # as src.run reports it: the last epoch's
                 "val/acc": acc + rng.normal(0, noise),
                 "test/acc": acc + rng.normal(0, noise),
                 "test/loss": loss + rng.normal(0, noise),

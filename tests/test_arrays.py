@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.data import MNIST, DataError, load_arrays, read_idx, write_idx
+from src.data import MNIST, DataError, file_md5, load_arrays, read_idx, write_idx
 from tests.test_idx import idx_bytes
+from tests.test_sources import spec_for
 
 TRAIN_IMAGES = MNIST.files["train_images"]
 TRAIN_LABELS = MNIST.files["train_labels"]
@@ -169,3 +171,50 @@ def test_label_nine_is_accepted_and_ten_refused(tiny_mnist: Path, split: str) ->
     message = rf"^{re.escape(str(path))}: label 10 outside 0-9 \(at index 5, 1 bad in all\)$"
     with pytest.raises(DataError, match=message):
         load_arrays(MNIST, tiny_mnist, download=False)
+
+
+def test_files_missing_from_a_folder_are_named(tiny_mnist: Path, tmp_path: Path) -> None:
+    for role in ("test_images", "test_labels"):
+        (tiny_mnist / MNIST.files[role]).unlink()
+    put = ", ".join(MNIST.files.values())
+    with pytest.raises(DataError) as partial:
+        load_arrays(MNIST, tiny_mnist, download=False)
+    assert str(partial.value) == (
+        f"no MNIST files in {tiny_mnist} (missing t10k-images-idx3-ubyte.gz, "
+        f"t10k-labels-idx1-ubyte.gz): put {put} there or set data.download=true")
+    absent = tmp_path / "absent"
+    with pytest.raises(DataError) as nowhere:
+        load_arrays(MNIST, absent, download=False)
+    assert str(nowhere.value) == (
+        f"no MNIST files in {absent} (no such directory): put {put} there or set "
+        "data.download=true")
+
+
+def test_image_sizes_are_quoted_height_by_width(tiny_mnist: Path) -> None:
+    train = tiny_mnist / TRAIN_IMAGES
+    write_idx(train, read_idx(train)[:, :, :27])
+    with pytest.raises(DataError) as refused:
+        load_arrays(MNIST, tiny_mnist, download=False)
+    assert str(refused.value) == (f"{tiny_mnist / TEST_IMAGES}: images are 28x28 but training "
+                                  f"images in {TRAIN_IMAGES} are 28x27")
+
+
+def test_files_and_md5s_are_recorded_and_a_copy_differing_from_the_published_is_logged(
+        tiny_mnist: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="src.data.arrays")
+    arrays = load_arrays(MNIST, tiny_mnist, download=False)
+    paths = {role: tiny_mnist / name for role, name in MNIST.files.items()}
+    assert arrays.files == paths
+    assert arrays.md5 == {role: file_md5(path) for role, path in paths.items()}
+    assert sorted(caplog.messages) == sorted(
+        f"{paths[role]}: MD5 {arrays.md5[role]} differs from the published {MNIST.md5[name]}"
+        for role, name in MNIST.files.items())
+    # Matching MD5s are not logged, nor files under another name than the published one.
+    caplog.clear()
+    load_arrays(spec_for(tiny_mnist), tiny_mnist, download=False)
+    assert caplog.messages == []
+    raw = tiny_mnist / TRAIN_IMAGES.removesuffix(".gz")
+    write_idx(raw, read_idx(paths["train_images"]))
+    paths["train_images"].unlink()
+    load_arrays(MNIST, tiny_mnist, download=False)
+    assert len(caplog.messages) == 3 and not any(str(raw) in m for m in caplog.messages)

@@ -60,6 +60,11 @@ def test_public_overrides_work_exactly_as_written(tmp_path) -> None:
     ("data.limit_train=0", "data.limit_train=0"),
     ("trainer.steps_per_call=0", "trainer.steps_per_call=0"),
     ("trainer.num_threads=0", "trainer.num_threads=0"),
+    ("trainer.accelerator=gpus", "trainer.accelerator='gpus': expected one of auto, cpu"),
+    # numpy and Lightning take 32-bit unsigned seeds.
+    ("seed=-1", "seed=-1: a seed must be an integer in [0, 2**32)"),
+    (f"seed={2**32}", f"seed={2**32}: a seed must be an integer in [0, 2**32)"),
+    (f"seed={2**64}", f"seed={2**64}: a seed"),
 ])
 def test_bad_values_name_the_key(override: str, names: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(names)):
@@ -71,6 +76,25 @@ def test_bad_values_name_the_key(override: str, names: str) -> None:
 def test_unknown_keys_and_wrong_types_fail_while_composing(override: str) -> None:
     with pytest.raises(ConfigCompositionException):
         composed(override)
+
+
+def test_seeds_at_the_ends_of_the_range_are_accepted() -> None:
+    assert composed("seed=0").seed == 0
+    assert composed(f"seed={2**32 - 1}").seed == 2**32 - 1
+    grid = composed("+experiment=beta_grid", f"grid.seeds=[0,{2**32 - 1}]").grid
+    assert grid is not None and grid.seeds == [0, 2**32 - 1]
+
+
+@pytest.mark.parametrize(("seeds", "message"), [
+    (-1, "study.seed=-1: a seed must be an integer in [0, 2**32)"),
+    ([0, 2**32], f"grid.seeds[1]={2**32}: a seed"),
+    ([True], "seeds[0]=True: a seed must be an integer"),
+])
+def test_require_seeds_names_the_setting_and_the_seed(seeds: int | list[int],
+                                                       message: str) -> None:
+    key = "study.seed" if isinstance(seeds, int) else "grid.seeds"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        schema.require_seeds(key, seeds)
 
 
 def test_logreg_is_a_net_without_hidden_layers() -> None:
@@ -102,7 +126,27 @@ def test_compare_experiment_composes() -> None:
     ("compare.arms=[{name:a,optimizer:{lrr:0.1}}]", "arm 'a'.*lrr"),
     ("compare.arms=[]", "compare.arms is empty"),
     ("compare.contrast=[x,y]", "compare.contrast"),
+    ("compare.seeds=[-1,0]", re.escape("compare.seeds[0]=-1: a seed must be an integer in")),
+    (f"compare.seeds=[0,{2**40}]", re.escape(f"compare.seeds[1]={2**40}: a seed")),
 ])
 def test_bad_compare_settings_fail_before_training(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         composed("+experiment=compare", override)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("grid.seeds=[-1]", "grid.seeds[0]=-1: a seed must be an integer in [0, 2**32)"),
+    (f"grid.seeds=[0,{2**32}]", f"grid.seeds[1]={2**32}: a seed"),
+])
+def test_bad_grid_seeds_fail_before_training(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        composed("+experiment=beta_grid", override)
+
+
+def test_accelerator_names_are_lightnings() -> None:
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    # "auto" and "gpu" are Lightning's choosers; the rest are its registered accelerators.
+    registered = AcceleratorRegistry.available_accelerators()
+    assert set(schema.ACCELERATORS) == {"auto", "gpu", *registered}
+

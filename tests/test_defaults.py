@@ -24,6 +24,9 @@ from src.config import Config, to_config
 from src.tracking import PROJECT_ROOT
 
 CONF = PROJECT_ROOT / "conf"
+# The study's own group sits with its code, on the study's search path only.
+STUDY_CONF = PROJECT_ROOT / "pipelines" / "study" / "conf"
+CONF_DIRS = (CONF, STUDY_CONF)
 # Each root config, with the module that registers its schema in Hydra's ConfigStore and the
 # name of that node (the first entry of the root's defaults list).
 ROOTS = {
@@ -32,9 +35,6 @@ ROOTS = {
 }
 # Groups chosen on the command line (`+experiment=...`) rather than in a defaults list.
 ADDED_GROUPS = {"experiment": "config"}
-# Written by pipelines.study to replay a trial: a snapshot pins every value, so that the
-# replay stays the trial even after a default changes.
-SNAPSHOTS = ("experiment/best_*.yaml",)
 
 NO_KEY = object()
 
@@ -107,7 +107,7 @@ def own_keys(path: Path) -> dict[tuple[str, ...], Any]:
     tree = OmegaConf.to_container(OmegaConf.create(text)) or {}
     assert isinstance(tree, dict)
     tree = {k: v for k, v in tree.items() if k not in ("defaults", "hydra")}
-    relative = path.relative_to(CONF)
+    relative = path.relative_to(base_of(path))
     is_global = len(relative.parts) == 1 or "# @package _global_" in text
     prefix = () if is_global else (relative.parts[0],)
     return leaves(tree, prefix) if tree else {}
@@ -120,9 +120,20 @@ def group_choices(root: str) -> dict[str, str]:
             for group, option in entry.items() if not group.startswith("override ")}
 
 
+def base_of(path: Path) -> Path:
+    """The config folder (conf/ or the study's) that holds `path`."""
+    return next(base for base in CONF_DIRS if path.is_relative_to(base))
+
+
+def group_file(group: str, option: str) -> Path:
+    """The file of a group option, in whichever config folder has the group."""
+    return next(base / group / f"{option}.yaml" for base in CONF_DIRS
+                if (base / group / f"{option}.yaml").is_file())
+
+
 def schema_for(path: Path) -> type:
     """The root schema a YAML file is composed onto."""
-    relative = path.relative_to(CONF)
+    relative = path.relative_to(base_of(path))
     if len(relative.parts) == 1:
         return root_schema(path.stem)
     group = relative.parts[0]
@@ -131,12 +142,10 @@ def schema_for(path: Path) -> type:
 
 
 def conf_files() -> list[Any]:
-    files = sorted([*CONF.glob("*.yaml"), *CONF.glob("*/*.yaml")])
+    files = sorted([*CONF.glob("*.yaml"), *CONF.glob("*/*.yaml"), *STUDY_CONF.glob("*/*.yaml")])
     params = []
     for path in files:
-        name = str(path.relative_to(CONF))
-        if any(path.match(pattern) for pattern in SNAPSHOTS):
-            continue
+        name = str(path.relative_to(base_of(path)))
         params.append(pytest.param(path, id=name))
     return params
 
@@ -161,7 +170,7 @@ def test_the_default_config_is_the_dataclass_defaults() -> None:
 def _composition(root: str, experiment: str | None) -> tuple[list[Path], list[str]]:
     """The files a composition reads (root, chosen group options, experiment) and overrides."""
     files = [CONF / f"{root}.yaml"]
-    files += [CONF / group / f"{option}.yaml" for group, option in group_choices(root).items()]
+    files += [group_file(group, option) for group, option in group_choices(root).items()]
     if experiment is None:
         return files, []
     chain, name = [], experiment
@@ -180,8 +189,7 @@ def _composition(root: str, experiment: str | None) -> tuple[list[Path], list[st
 def compositions() -> list[Any]:
     params = [pytest.param(root, None, id=root) for root in ROOTS]
     for path in sorted((CONF / "experiment").glob("*.yaml")):
-        if not any(path.match(pattern) for pattern in SNAPSHOTS):
-            params.append(pytest.param("config", path.stem, id=f"+experiment={path.stem}"))
+        params.append(pytest.param("config", path.stem, id=f"+experiment={path.stem}"))
     return params
 
 

@@ -143,7 +143,22 @@ def test_fashion_mnist_composes_with_its_default_location() -> None:
     installed = len(data.locate_files(data.FASHION_MNIST, Path(system))) == 4
     assert c.data.root == (system if installed else "data/fashion_mnist")
     assert composed("data=fashion_mnist", "data.root=/x").data.root == "/x"
-    assert composed().data.root == "data/mnist"  # MNIST's default is unchanged
+    assert composed().data.root == data.default_root("mnist")  # MNIST keeps its own default
+
+
+def test_mnists_default_is_a_copy_beside_the_checkout_else_data_mnist(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    beside = tmp_path / "shared" / "mnist"
+    spec = replace(data.MNIST, local_roots=(str(beside),))  # absolute here; relative normally
+    monkeypatch.setitem(data.DATASETS, "mnist", spec)
+    assert data.default_root("mnist") == "data/mnist"  # no copy: downloaded into data/mnist
+    write_tiny_mnist(beside)
+    assert data.default_root("mnist") == str(beside)
+    assert composed().data.root == str(beside)
+    # The workspace's copy is named relative to the project root, as the Makefile names it.
+    assert data.MNIST.local_roots == ("../shared/data/mnist",)
 
 
 def test_default_root_prefers_a_complete_system_copy(tmp_path: Path,

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -19,56 +17,24 @@ from src.config import Config, DataConfig, TrackingConfig, TrainerConfig
 from src.run import train
 from src.tracking import mask_secrets, open_store
 from tests.conftest import REPO, mlflow_runs, run_entry
-
-
-def _start(args: list[str], store: Path, module: str = "src.train") -> subprocess.Popen[str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
-           "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+from tests.processes import runs_with_metrics, start, wait_for, workers_of
 
 
 def _signal_once_training(proc: subprocess.Popen[str], store: Path, runs: int, signum: int,
                           timeout: float = 120) -> str:
     """Send `signum` once `runs` runs have logged a whole epoch; the process's stderr after."""
     try:
-        _wait_for(lambda: _runs_with_metrics(store) >= runs, proc)
+        wait_for(lambda: runs_with_metrics(store) >= runs, proc)
         proc.send_signal(signum)
         return proc.communicate(timeout=timeout)[1]
     finally:
         proc.kill()
 
 
-def _wait_for(condition, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.3)
-
-
-def _runs_with_metrics(store: Path) -> int:
-    # Plain SQL: opening the store through MLflow while the child still creates it would race
-    # its schema migration.
-    # Read-only and closed at once: the poller must neither create the file before the child
-    # does nor hold a read transaction open while the child migrates the schema.
-    db_file = store / "mlflow.db"
-    if not db_file.exists():
-        return 0
-    try:
-        with closing(sqlite3.connect(f"{db_file.as_uri()}?mode=ro", uri=True, timeout=1)) as db:
-            # A whole epoch logged: val/acc comes at validation end, train/loss just after it.
-            return db.execute("SELECT COUNT(*) FROM (SELECT run_uuid FROM metrics "
-                              "WHERE key IN ('val/acc', 'train/loss') GROUP BY run_uuid "
-                              "HAVING COUNT(DISTINCT key) = 2)").fetchall()[0][0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_ends_a_run_killed_with_its_metrics(tiny_mnist: Path, store: Path,
                                                    signum: int) -> None:
-    proc = _start([f"data.root={tiny_mnist}", "data.val_size=100", "trainer.max_epochs=500"],
+    proc = start([f"data.root={tiny_mnist}", "data.val_size=100", "trainer.max_epochs=500"],
                   store)
     err = _signal_once_training(proc, store, 1, signum, timeout=60)
     assert proc.returncode == 130, err
@@ -80,13 +46,68 @@ def test_signal_ends_a_run_killed_with_its_metrics(tiny_mnist: Path, store: Path
 
 
 def test_sigterm_during_compare_leaves_nothing_running(tiny_mnist: Path, store: Path) -> None:
-    proc = _start(["+experiment=compare", f"data.root={tiny_mnist}", "data.val_size=100",
+    proc = start(["+experiment=compare", f"data.root={tiny_mnist}", "data.val_size=100",
                    "trainer.max_epochs=500", "compare.seeds=[0,1]", "compare.workers=2"], store)
     err = _signal_once_training(proc, store, 2, signal.SIGTERM, timeout=90)
     assert proc.returncode == 130, err
     runs = mlflow_runs(store)
     assert len(runs) >= 3  # the parent and the children that had started
     assert {r.info.status for r in runs} <= {"KILLED", "FAILED"}, [r.info.status for r in runs]
+
+
+_LONG_COMPARE = ["+experiment=compare", "data.val_size=100", "trainer.max_epochs=500",
+                 "compare.seeds=[0,1]", "compare.workers=2"]
+
+
+@pytest.mark.parametrize("gap", [0.01, 0.02])
+def test_ctrl_c_twice_during_compare_is_one_line_and_every_run_killed(
+        tiny_mnist: Path, store: Path, gap: float) -> None:
+    # The terminal sends Ctrl-C to the whole process group: parent, forkserver, workers.
+    proc = start([*_LONG_COMPARE, f"data.root={tiny_mnist}"], store)
+    try:
+        wait_for(lambda: runs_with_metrics(store) >= 2, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(gap)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in out + err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    runs = mlflow_runs(store)
+    assert len(runs) >= 3
+    assert {r.info.status for r in runs} == {"KILLED"}, [r.info.status for r in runs]
+    # Each worker closed its own run: none had to be closed for it as lost.
+    assert not [r for r in runs if "failure" in r.data.tags], [r.data.tags for r in runs]
+
+
+def test_a_killed_compare_worker_is_one_line_and_only_its_run_is_lost(
+        tiny_mnist: Path, store: Path) -> None:
+    proc = start([*_LONG_COMPARE, f"data.root={tiny_mnist}"], store)
+    try:
+        wait_for(lambda: runs_with_metrics(store) >= 2 and len(workers_of(proc)) == 2, proc)
+        killed = workers_of(proc)[0]
+        os.kill(killed, signal.SIGKILL)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in out + err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors == err.strip().splitlines()[-1:], err[-3000:]
+    assert errors[0].startswith("error: a worker process died (killed or crashed) during ")
+    assert f"(process {killed})" in errors[0]
+    runs = mlflow_runs(store)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED"
+    children = {r.data.tags["process.pid"]: r for r in runs if r is not parent}
+    lost = children.pop(str(killed))
+    assert lost.info.status == "FAILED"
+    assert lost.data.tags["failure"].startswith(f"process {killed} on ")
+    # The other worker was stopped, and closed its run itself: KILLED, not called lost.
+    assert children and all(r.info.status == "KILLED" and "failure" not in r.data.tags
+                            for r in children.values()), [r.data.tags for r in runs]
 
 
 _WRITER = """
@@ -166,7 +187,7 @@ def test_sigterm_during_a_study_leaves_nothing_running(tiny_mnist: Path, store: 
     from optuna.trial import TrialState
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    proc = _start([f"data.root={tiny_mnist}", "data.val_size=100", "trainer.max_epochs=500",
+    proc = start([f"data.root={tiny_mnist}", "data.val_size=100", "trainer.max_epochs=500",
                    "study.name=stop", f"study.storage={storage}", "study.n_trials=4",
                    "study.workers=2", "study.pruner.name=none", f"study.export_dir={tmp_path}"],
                   store, module="pipelines.study")
@@ -220,3 +241,26 @@ def test_a_stop_is_raised_once(signum: int, raised: str) -> None:
             time.sleep(0.2)
             seen.append("cleaned up")
     assert seen == [raised, "cleaned up"]
+
+
+def test_ctrl_c_during_compare_is_one_line_without_lightnings_chatter(
+        tiny_mnist: Path, store: Path) -> None:
+    # A terminal's Ctrl-C goes to the whole process group: the parent and every worker.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.train", "+experiment=compare", f"data.root={tiny_mnist}",
+         "data.val_size=100", "trainer.max_epochs=500", "compare.seeds=[0,1]",
+         "compare.workers=2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: runs_with_metrics(store) >= 2, proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=90)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith("error: interrupted"), output[-3000:]
+    for chatter in ("Received SIGTERM", "Detected KeyboardInterrupt", "Traceback"):
+        assert chatter not in output, output[-3000:]
+    assert {r.info.status for r in mlflow_runs(store)} <= {"KILLED", "FAILED"}

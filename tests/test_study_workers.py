@@ -17,10 +17,12 @@ from tests.studies import FINISHED, children_of, entry, load, mlflow_runs
 
 
 def test_worker_seeds_differ_between_workers_and_invocations() -> None:
-    first = worker_seeds(0, trials_so_far=0, workers=3)
+    first = worker_seeds(0, invocation="a" * 32, workers=3)
     assert len(set(first)) == 3
-    assert worker_seeds(0, 0, 3) == first  # reproducible
-    assert not set(worker_seeds(0, trials_so_far=10, workers=3)) & set(first)
+    assert worker_seeds(0, "a" * 32, 3) == first  # reproducible
+    # Another invocation of the same study, even one that saw the same trials so far.
+    assert not set(worker_seeds(0, invocation="b" * 32, workers=3)) & set(first)
+    assert not set(worker_seeds(1, invocation="a" * 32, workers=3)) & set(first)
 
 
 # --- the real entry, as a user runs it ------------------------------------------------------

@@ -23,7 +23,8 @@ def test_metric_table_rows_and_failed_excluded() -> None:
     runs = _runs()
     runs.append(RunResult("low_betas", 99, {}, {"test/acc": 0.1}, status="FAILED"))
     rows = metric_table(runs, ["low_betas", "blog_default"], labels=LABELS)
-    assert [(r["arm"], r["metric"]) for r in rows[:3]] == [
+    assert [(r["arm"], r["metric"]) for r in rows[:4]] == [
+        ("low_betas", "train/loss"),
         ("low_betas", "val/acc"),
         ("low_betas", "test/acc"),
         ("low_betas", "test/loss"),

@@ -19,10 +19,16 @@ from pipelines.report.results import (
     metric_key,
     mlflow_key,
 )
-from pipelines.report.tables import TABLE_METRICS, compare_arms, metric_table, write_tables
+from pipelines.report.tables import (
+    TABLE_METRICS,
+    Comparison,
+    compare_arms,
+    metric_table,
+    write_tables,
+)
 from pipelines.report.verdict import verdict
 
-__all__ = ["Report", "write_report"]
+__all__ = ["Report", "contrast_verdict", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,6 @@ def write_report(
             summary[f"{prefix}_{stat}"] = float(r[stat])
         summary[f"{prefix}_n"] = float(r["n"])
 
-    text: str | None = None
     for c in comparisons:
         d, prefix = c.diff, f"diff/{metric_key(c.metric)}"
         summary.update(
@@ -110,7 +115,20 @@ def write_report(
                 f"{prefix}_p": d.p_value,
             }
         )
-        if c.metric == metric:
-            text = verdict(d, metric, c.label_a, c.label_b, alpha=alpha)
     summary = {k: float(v) for k, v in summary.items() if math.isfinite(v)}
-    return Report(figure, table_md, table_csv, text, summary)
+    return Report(figure, table_md, table_csv, _verdict(comparisons, metric, alpha), summary)
+
+
+def _verdict(comparisons: Sequence[Comparison], metric: str, alpha: float) -> str | None:
+    for c in comparisons:
+        if c.metric == metric:
+            return verdict(c.diff, metric, c.label_a, c.label_b, alpha=alpha)
+    return None
+
+
+def contrast_verdict(results: Sequence[RunResult], compare: tuple[str, str], metric: str,
+                     labels: Mapping[str, str] | None = None, alpha: float = 0.01) -> str | None:
+    """The verdict `write_report` gives for `compare` on `metric`, with nothing written: a
+    pipeline can still say it when the report cannot be written (e.g. the disk is full)."""
+    return _verdict(compare_arms(finished_runs(results), *compare, [metric], labels), metric,
+                    alpha)

@@ -44,7 +44,7 @@ METRICS = {"val/loss": "minimize", "val/acc": "maximize"}
 PARAM_NAMES = {"lr": "lr", "beta1": "1-beta1", "beta2": "1-beta2", "eps": "eps"}
 # The arm name of the confirmation's baseline (see ConfirmConfig).
 BASELINE_ARM = "default"
-# A study name becomes a file name (conf/experiment/best_<name>.yaml) and a Hydra config name.
+# A study name becomes a file name (mlruns/conf/experiment/best_<name>.yaml) and a config name.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
@@ -226,7 +226,8 @@ class StudyConfig:
     # A worker that stops beating for grace_period seconds has its trial marked FAIL.
     heartbeat_interval: int = 10
     grace_period: int = 30
-    export_dir: str | None = None  # None: <project>/conf/experiment
+    # None: <project>/mlruns/conf/experiment (git-ignored; Hydra searches it for src.train).
+    export_dir: str | None = None
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
     def __post_init__(self) -> None:

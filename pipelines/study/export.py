@@ -3,7 +3,9 @@
 The parent run gets the counts, the best value and parameters, the importances, the plots
 and the trial table (under `study/`); the best trial (the confirmed winner, when the study
 was confirmed: pipelines.study.confirm) becomes a Hydra experiment,
-`conf/experiment/best_<name>.yaml`, that `python -m src.train +experiment=best_<name>` replays.
+`mlruns/conf/experiment/best_<name>.yaml`, that `python -m src.train +experiment=best_<name>`
+replays (Hydra searches `mlruns/conf` too: hydra_plugins/adam_study/searchpath.py), while the
+tracked `conf/` stays as checked out.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial
 
+from hydra_plugins.adam_study.searchpath import GENERATED_CONF
 from pipelines.runs import log_report
 from pipelines.study.config import (
     StudyConfig,
@@ -34,7 +37,7 @@ from pipelines.study.storage import counts
 from src.files import atomic_write
 from src.tracking import PROJECT_ROOT, log_params
 
-DEFAULT_EXPORT_DIR = PROJECT_ROOT / "conf" / "experiment"
+DEFAULT_EXPORT_DIR = GENERATED_CONF / "experiment"
 
 
 def _figures(study: optuna.Study, out: Path) -> list[str]:

@@ -8,7 +8,7 @@ parent run → `study.workers` processes, each pulling the next trial from the s
 as its last one ends, until the study holds `study.n_trials` finished (complete or pruned)
 trials → plots and the best trial on the parent run → the confirmation, the best trials and
 the baseline retrained on fresh seeds (pipelines.study.confirm) → the best trial, or the
-confirmed winner, as a Hydra experiment, `conf/experiment/best_<name>.yaml`, for
+confirmed winner, as a Hydra experiment, `mlruns/conf/experiment/best_<name>.yaml`, for
 `python -m src.train`.
 """
 
@@ -83,13 +83,13 @@ def run_study(config: StudyRunConfig) -> StudyOutcome:
     fail_stale_trials(study)
     tally = counts(study)
     n_workers = _workers_needed(s, tally)
-    seeds = worker_seeds(s.sampler.seed, len(study.trials), n_workers)
     headline = (f"study {s.name!r} {'created' if created else 'resumed'}: {counted(tally)} of "
                 f"{s.n_trials} trials finished, {tally[TrialState.RUNNING]} running elsewhere; "
                 f"{n_workers} worker(s), sampler {s.sampler.name}, pruner {s.pruner.name}")
     with stop_signals(), parent_run(client, config, "study", headline, name=s.name,
                                     tags={"optuna.study": s.name,
                                           "optuna.storage": shown}) as parent:
+        seeds = worker_seeds(s.sampler.seed, parent, n_workers)  # this invocation's own
         jobs = [WorkerJob(config, parent, i, seed) for i, seed in enumerate(seeds)]
         exit_codes = _run_settled(study, client, config, parent, jobs)
         best, importances = log_study_report(study, client, parent, config)

@@ -26,7 +26,7 @@ from pipelines.study.config import StudyRunConfig, point_overrides, suggest
 from pipelines.study.storage import COUNTED_STATES
 from src.config import Config
 from src.interrupts import Interrupted
-from src.tracking import set_tags
+from src.tracking import mask_secrets, set_tags
 
 if TYPE_CHECKING:
     from src.run import RunOutcome
@@ -37,7 +37,8 @@ class SurplusTrial(Exception):
 
 
 class QuietTrials(logging.Filter):
-    """Drops Optuna's failure warnings for trials whose end is already printed in one line.
+    """Drops Optuna's failure warnings for trials whose end is already printed in one line,
+    and masks URL passwords in the others (an error's message may hold the storage's URL).
 
     Surplus and interrupted trials: Optuna would log a traceback for each, in every worker.
     """
@@ -48,7 +49,12 @@ class QuietTrials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not any(message.startswith(f"Trial {n} failed") for n in self.numbers)
+        if any(message.startswith(f"Trial {n} failed") for n in self.numbers):
+            return False
+        record.msg, record.args = mask_secrets(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_secrets(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 class PruneOnValidation(pl.Callback):
@@ -203,7 +209,9 @@ class Objective:
 
     def _record(self, trial: optuna.Trial, run_id: str | None, state: TrialState, reason: str,
                 point: dict[str, float], started: float) -> None:
-        """How the trial ended, on the trial, on its MLflow child and as one printed line."""
+        """How the trial ended, on the trial, on its MLflow child and as one printed line
+        (URL passwords masked in all three)."""
+        reason = mask_secrets(reason)
         if state != TrialState.COMPLETE:
             trial.set_user_attr("reason", reason[:2000])
         if run_id is not None:

@@ -7,29 +7,28 @@ and `settle` closes, after they are gone, whatever a killed worker left RUNNING.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import multiprocessing
-import tempfile
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from multiprocessing.connection import Connection
 
 import numpy as np
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from pipelines import lifeline
 from pipelines.runs import forkserver, open_tracking
 from pipelines.study.config import StudyRunConfig, make_pruner, make_sampler
-from pipelines.study.storage import has_room, open_storage, storage_url
+from pipelines.study.storage import LockFile, has_room, lock_path, open_storage, storage_url
 from pipelines.study.trial import Objective, QuietTrials, SurplusTrial
 from src.cli import EXIT_INTERRUPTED, USER_ERRORS
 from src.interrupts import Interrupted, stop_signals
-from src.tracking import mask_secrets, set_tags, sqlite_path
+from src.tracking import mask_secrets, set_tags
 
 # What a study worker imports beyond a training run's stack (see pipelines.runs.PRELOAD).
 PRELOAD = ("optuna",)
@@ -45,7 +44,7 @@ class WorkerJob:
     seed: int
 
 
-class Turnstile:
+class Turnstile(LockFile):
     """Lets one worker of this machine at a time from "is there room?" to its next trial.
 
     Optuna creates the next trial (study.ask) between the callback that checks for room and
@@ -53,27 +52,12 @@ class Turnstile:
     and both start one. The lock is taken before the check and released by the objective,
     once the new trial is RUNNING and counted. (Workers on other machines are not covered:
     the objective's own check ends such a surplus trial as FAIL.) A lock file, so that a
-    killed holder releases it with its death.
+    killed holder releases it with its death; the study's own file (see `lock_path`), which
+    each invocation removes as it leaves.
     """
 
     def __init__(self, storage: str, study_name: str) -> None:
-        db = sqlite_path(storage)
-        key = hashlib.sha256(f"{storage}\0{study_name}".encode()).hexdigest()[:16]
-        # Beside an SQLite file (not the storage's own lock: flock would block its holder).
-        self.path = (db.with_name(f"{db.name}.{study_name}.turn") if db is not None else
-                     Path(tempfile.gettempdir()) / f"optuna-study-{key}.turn")
-        self._held: Any = None
-
-    def acquire(self) -> None:
-        if self._held is None:
-            self._held = open(self.path, "a")  # noqa: SIM115 (held across calls on purpose)
-            fcntl.flock(self._held, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        if self._held is not None:
-            fcntl.flock(self._held, fcntl.LOCK_UN)
-            self._held.close()
-            self._held = None
+        super().__init__(lock_path(storage, study_name))
 
 
 def work(job: WorkerJob) -> None:
@@ -87,7 +71,7 @@ def work(job: WorkerJob) -> None:
     study = optuna.load_study(study_name=s.name, storage=storage,
                               sampler=make_sampler(s, job.seed),
                               pruner=make_pruner(s, job.config.trainer.max_epochs))
-    client = open_tracking(job.config)
+    client = open_tracking(job.config, close_stale=False)  # the invocation did, at its start
     poll = min(1.0, s.heartbeat_interval)
     turnstile = Turnstile(storage_url(s), s.name)
 
@@ -110,16 +94,23 @@ def work(job: WorkerJob) -> None:
                            gc_after_trial=False)
     finally:
         turnstile.release()
+        turnstile.remove()  # whichever worker leaves last leaves no lock file behind
         optimize_log.removeFilter(quiet)
 
 
-def _worker_process(job: WorkerJob) -> None:
-    """A worker process's body: exit codes instead of tracebacks for interrupts, user errors."""
+def _worker_process(job: WorkerJob, parent: Connection) -> None:
+    """A worker process's body: exit codes instead of tracebacks for interrupts, user errors.
+
+    It stops (its trial FAIL, its run KILLED) if the invocation's process dies. Ctrl-C is
+    left to that process, which stops its workers with SIGTERM.
+    """
     import torch
 
+    lifeline.watch_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(job.config.trainer.num_threads)  # parallelism is across processes
     try:
-        with stop_signals():
+        with lifeline.job(), stop_signals(signal.SIGTERM):
             work(job)
     except (KeyboardInterrupt, Interrupted):
         raise SystemExit(EXIT_INTERRUPTED) from None
@@ -151,23 +142,30 @@ def run_workers(jobs: list[WorkerJob]) -> list[int]:
         work(jobs[0])  # no process start-up for the common single-worker case
         return [0]
     context = forkserver(PRELOAD)
-    processes = [context.Process(target=_worker_process, args=(job,),
+    tie = lifeline.Lifeline(context)
+    processes = [context.Process(target=_worker_process, args=(job, tie.reader),
                                  name=f"study-worker-{job.index}") for job in jobs]
-    with _stopped_on_exit(processes):
-        for p in processes:
-            p.start()
-        for p in processes:
-            p.join()
+    try:
+        with _stopped_on_exit(processes):
+            for p in processes:
+                p.start()
+            for p in processes:
+                p.join()
+    finally:
+        tie.close()
     return [p.exitcode if p.exitcode is not None else -1 for p in processes]
 
 
-def worker_seeds(seed: int, trials_so_far: int, workers: int) -> list[int]:
+def worker_seeds(seed: int, invocation: str, workers: int) -> list[int]:
     """Distinct sampler seeds per worker and per invocation, all derived from `seed`.
 
     The same seed in every worker would make them propose the same random start-up points,
-    and the same seed on a resume would repeat the first invocation's.
+    and the same seed in two invocations would repeat each other's: invocations started
+    together (a SLURM array) see the same study, so only their own id (`invocation`, the
+    MLflow parent run's id) tells them apart.
     """
-    states = [np.random.SeedSequence([seed, trials_so_far, i]).generate_state(1)[0]
+    entropy = int(hashlib.sha256(invocation.encode()).hexdigest()[:32], 16)
+    states = [np.random.SeedSequence([seed, entropy, i]).generate_state(1)[0]
               for i in range(workers)]
     return [int(s) for s in states]
 

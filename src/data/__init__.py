@@ -7,49 +7,38 @@
 
 Every problem with the data raises :class:`DataError` with a single self-contained line naming
 the file or directory, because the CLI prints ``str(err)`` and exits.
+
+The names below are imported from their submodule on first use (PEP 562), so that the config
+can read the dataset registry, and the CLI name DataError, without importing numpy, torch and
+Lightning, which only the datamodule needs.
 """
 
-from src.data.arrays import MnistArrays, load_arrays
-from src.data.datamodule import InMemoryBatches, MNISTDataModule, unit_scale
-from src.data.idx import (
-    MAGIC_IMAGES,
-    MAGIC_LABELS,
-    DataError,
-    file_md5,
-    read_idx,
-    read_idx_and_md5,
-    write_idx,
-)
-from src.data.sources import (
-    DATASETS,
-    FASHION_MNIST,
-    MNIST,
-    ROLES,
-    DatasetSpec,
-    default_root,
-    download,
-    locate_files,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DATASETS",
-    "FASHION_MNIST",
-    "MAGIC_IMAGES",
-    "MAGIC_LABELS",
-    "MNIST",
-    "ROLES",
-    "DataError",
-    "DatasetSpec",
-    "InMemoryBatches",
-    "MNISTDataModule",
-    "MnistArrays",
-    "default_root",
-    "download",
-    "file_md5",
-    "load_arrays",
-    "locate_files",
-    "read_idx",
-    "read_idx_and_md5",
-    "unit_scale",
-    "write_idx",
-]
+import importlib
+
+_HOMES: dict[str, tuple[str, ...]] = {
+    "src.data.arrays": ("MnistArrays", "load_arrays"),
+    "src.data.datamodule": ("InMemoryBatches", "MNISTDataModule", "unit_scale"),
+    "src.data.idx": ("MAGIC_IMAGES", "MAGIC_LABELS", "file_md5", "read_idx", "read_idx_and_md5",
+                     "write_idx"),
+    "src.data.sources": ("DATASETS", "FASHION_MNIST", "MNIST", "ROLES", "DatasetSpec",
+                         "default_root", "download", "locate_files"),
+    "src.errors": ("DataError",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_HOME_OF)
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME_OF.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

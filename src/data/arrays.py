@@ -16,6 +16,7 @@ import numpy as np
 from src.data.idx import MAGIC_IMAGES, MAGIC_LABELS, DataError, read_idx_and_md5
 from src.data.sources import DatasetSpec, locate_files
 from src.data.sources import download as fetch_missing
+from src.notices import first_time
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,12 @@ def load_arrays(spec: DatasetSpec, root: Path, download: bool = True) -> MnistAr
         magic = MAGIC_IMAGES if role.endswith("images") else MAGIC_LABELS
         arrays[role], md5[role] = read_idx_and_md5(path, magic)
         published = spec.md5.get(spec.files[role])
-        if path.name == spec.files[role] and published and md5[role] != published:
-            # Normal for a user-supplied copy (see shared/data/mnist/README.md); logged, not fatal.
-            log.info("%s: MD5 %s differs from the published %s", path, md5[role], published)
+        if (path.name == spec.files[role] and published and md5[role] != published
+                and first_time(root, f"md5 {path.name} {md5[role]}")):
+            # Normal for a user-supplied copy (see shared/data/mnist/README.md): logged, not
+            # fatal, and once per folder and file content (src.notices), not on every command.
+            log.info("%s: MD5 %s differs from the published %s (a local copy; said once)",
+                     path, md5[role], published)
 
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]

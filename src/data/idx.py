@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from src.errors import DataError
 from src.files import atomic_write
 
 MAGIC_LABELS = 0x00000801  # uint8, 1 dimension
@@ -39,10 +40,6 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 _DTYPE_CODES: dict[np.dtype, int] = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
 
 CHUNK = 1 << 20  # bytes per read when streaming a file through a hash
-
-
-class DataError(Exception):
-    """A data problem; ``str(err)`` is one line that names the file/dir and what is wrong."""
 
 
 def file_md5(path: Path) -> str:

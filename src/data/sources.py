@@ -7,23 +7,26 @@ verified (through :func:`src.files.atomic_write`), so nothing partial is ever fo
 
 (Not named ``download.py``: the package re-exports the function :func:`download`, which
 would shadow a submodule of the same name.)
+
+The registry is read while the config is validated, so this module imports only what the
+registry needs; the network and IDX code is imported when something is downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from src.data.idx import CHUNK, DataError
+from src.errors import DataError
 from src.files import atomic_write
 
 log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # what `local_roots` are relative to
 
 ROLES: tuple[str, ...] = ("train_images", "train_labels", "test_images", "test_labels")
 
@@ -40,6 +43,9 @@ class DatasetSpec:
     # Folders where a system package installs the files (e.g. Debian's dataset-fashion-mnist):
     # `default_root` prefers them to downloading.
     system_roots: tuple[str, ...] = ()
+    # Folders relative to the project root where a user may have put a copy next to the
+    # checkout (the Makefile's DATA default): also preferred to downloading.
+    local_roots: tuple[str, ...] = ()
     # role -> MD5 of the uncompressed IDX bytes: identifies a genuine copy that was re-gzipped
     # (Debian's files differ from the published .gz MD5s but not in content).
     raw_md5: Mapping[str, str] = field(default_factory=dict)
@@ -66,6 +72,8 @@ MNIST = DatasetSpec(
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         "http://yann.lecun.com/exdb/mnist/",
     ),
+    # An offline copy supplied beside the checkout (see ../shared/data/mnist/README.md).
+    local_roots=("../shared/data/mnist",),
 )
 
 FASHION_MNIST = DatasetSpec(
@@ -111,10 +119,12 @@ def locate_files(spec: DatasetSpec, root: Path) -> dict[str, Path]:
 
 def default_root(name: str) -> str:
     """Where dataset `name` is read from when `data.root` is null: the first of its
-    `system_roots` that holds all four files, else `data/<name>` (downloaded there if missing).
+    `system_roots`, then of its `local_roots` (as an absolute path), that holds all four files,
+    else `data/<name>` (downloaded there if missing).
     """
     spec = DATASETS[name]
-    for root in spec.system_roots:
+    local = [str((PROJECT_ROOT / root).resolve()) for root in spec.local_roots]
+    for root in (*spec.system_roots, *local):
         if len(locate_files(spec, Path(root))) == len(spec.files):
             return root
     return f"data/{name}"
@@ -126,6 +136,9 @@ def _put_files_hint(spec: DatasetSpec, root: Path) -> str:
 
 def _fetch(url: str, dest: Path, md5: str | None, timeout: float) -> None:
     """Stream ``url`` into ``dest``, which appears only once complete and matching ``md5``."""
+    import urllib.request
+
+    from src.data.idx import CHUNK
 
     def stream(f: BinaryIO) -> None:
         h = hashlib.md5()
@@ -159,6 +172,8 @@ def download(
     Downloads are checked against ``spec.md5`` before they get their final name; nothing
     partial or unverified is left behind. Raises DataError if a file is on no mirror.
     """
+    import http.client
+
     root = Path(root).expanduser().absolute()
     mirrors = spec.mirrors if mirrors is None else tuple(mirrors)
     try:

@@ -16,18 +16,14 @@ applies to every one of them.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.optim import Optimizer
-
-from src.optim.adam import Adam, AdamW
-from src.optim.adamax import AdaMax
-from src.optim.schedule import attach_schedule
-
 if TYPE_CHECKING:
+    from torch.optim import Optimizer
+
     from src.config import OptimizerConfig
 
 __all__ = ["OPTIMIZERS", "OptimizerSpec", "build"]
@@ -37,9 +33,16 @@ __all__ = ["OPTIMIZERS", "OptimizerSpec", "build"]
 class OptimizerSpec:
     """An optimizer class and the OptimizerConfig fields (= its keyword arguments) it reads."""
 
-    cls: type[Optimizer]
+    # "module:Class", imported on first use: the config checks names and fields against this
+    # table at start-up, before torch is imported (a refusal must not wait for torch).
+    target: str
     fields: tuple[str, ...]
     section: str | None = None  # a typed sub-section whose fields are keyword arguments too
+
+    @property
+    def cls(self) -> type[Optimizer]:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
 
     def kwargs(self, config: OptimizerConfig) -> dict[str, Any]:
         kwargs = {name: getattr(config, name) for name in self.fields}
@@ -55,19 +58,21 @@ _ADAM_FIELDS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "eps_mode", "bi
 _TORCH_FIELDS = ("lr", "weight_decay")
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "adam": OptimizerSpec(Adam, _ADAM_FIELDS),
-    "adamw": OptimizerSpec(AdamW, _ADAM_FIELDS),
-    "adamax": OptimizerSpec(AdaMax, ("lr", "betas", "eps", "weight_decay", "eps_mode",
-                                     "bias_correction")),
-    "sgd": OptimizerSpec(torch.optim.SGD, _TORCH_FIELDS, section="sgd"),
-    "rmsprop": OptimizerSpec(torch.optim.RMSprop, _TORCH_FIELDS, section="rmsprop"),
-    "adagrad": OptimizerSpec(torch.optim.Adagrad, _TORCH_FIELDS, section="adagrad"),
-    "adadelta": OptimizerSpec(torch.optim.Adadelta, _TORCH_FIELDS, section="adadelta"),
+    "adam": OptimizerSpec("src.optim.adam:Adam", _ADAM_FIELDS),
+    "adamw": OptimizerSpec("src.optim.adam:AdamW", _ADAM_FIELDS),
+    "adamax": OptimizerSpec("src.optim.adamax:AdaMax", ("lr", "betas", "eps", "weight_decay",
+                                                        "eps_mode", "bias_correction")),
+    "sgd": OptimizerSpec("torch.optim:SGD", _TORCH_FIELDS, section="sgd"),
+    "rmsprop": OptimizerSpec("torch.optim:RMSprop", _TORCH_FIELDS, section="rmsprop"),
+    "adagrad": OptimizerSpec("torch.optim:Adagrad", _TORCH_FIELDS, section="adagrad"),
+    "adadelta": OptimizerSpec("torch.optim:Adadelta", _TORCH_FIELDS, section="adadelta"),
 }
 
 
 def build(params: Iterable[Any], config: OptimizerConfig) -> Optimizer:
     """The optimizer ``config.name`` over ``params``, with the section's settings and the
     step-size schedule ``config.schedule``."""
+    from src.optim.schedule import attach_schedule
+
     spec = OPTIMIZERS[config.name]
     return attach_schedule(spec.cls(params, **spec.kwargs(config)), config.schedule)

@@ -13,9 +13,10 @@ training loop: it runs as the optimizer's own step post-hook.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
 
 __all__ = ["SCHEDULE_FACTORS", "attach_schedule"]
 
@@ -36,6 +37,9 @@ def attach_schedule(optimizer: Optimizer, schedule: str) -> Optimizer:
     factor = SCHEDULE_FACTORS[schedule]
     if schedule == "constant":
         return optimizer
+    # Here, not at the top: the config reads SCHEDULE_FACTORS before torch is imported.
+    from torch.optim.lr_scheduler import LambdaLR
+
     scheduler = LambdaLR(optimizer, lambda steps_taken: factor(steps_taken + 1))
     optimizer.register_step_post_hook(lambda opt, args, kwargs: scheduler.step())
     optimizer.lr_schedule = scheduler  # type: ignore[attr-defined]  # for inspection
