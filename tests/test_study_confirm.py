@@ -12,6 +12,7 @@ import csv
 import math
 from pathlib import Path
 
+import matplotlib
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -77,6 +78,8 @@ def test_confirmation_retrains_the_candidates_on_fresh_seeds_once(tiny_study: li
     assert [float(r["p_holm"]) for r in rows if r["arm"] != "default"] == pytest.approx(
         holm(p_welch), nan_ok=True)
     assert "Holm p=" in (folder / "confirm.md").read_text()
+    # Optuna's plots (drawn first, on the study run) leave matplotlib's style as they found it
+    assert matplotlib.rcParams["axes.facecolor"] == matplotlib.rcParamsDefault["axes.facecolor"]
 
     exported = outcome.exported
     assert exported is not None

@@ -223,12 +223,11 @@ def write_confirm_report(folder: Path, results: Sequence[RunResult], candidates:
     rows = _csv_rows(report)
     atomic_write(folder / "confirm.csv", lambda fh: write_csv(fh, list(rows[0]), rows))
     figure_rows = [{"label": r.label, "mean": r.test.mean, "ci_low": r.test.ci_low,
-                    "ci_high": r.test.ci_high,
-                    "role": "baseline" if r.diff is None else
-                    "winner" if r.arm == report.winner else "",
-                    "note": "" if r.diff is None else f"Holm p={format_p(r.p_holm)}"}
+                    "ci_high": r.test.ci_high, "baseline": r.diff is None,
+                    "winner": r.arm == report.winner,
+                    "note": "baseline" if r.diff is None else f"Holm p={format_p(r.p_holm)}"}
                    for r in report.rows]
     plot_ranking(figure_rows, folder / "ranking.png", TEST_METRIC,
-                 f"Confirmation over seeds {list(seeds)}: mean {TEST_METRIC} and 95% CI; "
-                 f"bold: best mean {select_metric}")
+                 f"Confirmation, seeds {list(seeds)}: mean {TEST_METRIC}, 95% CI\n"
+                 f"bold: the winner (best mean {select_metric}); dashed: the baseline")
     return {**compared.summary, **report.summary}, report

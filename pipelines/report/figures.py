@@ -384,38 +384,36 @@ def plot_bias_correction(
 def plot_ranking(rows: Sequence[Mapping], path: Path, metric: str, title: str) -> Path:
     """Arms top to bottom in the order of `rows`: mean `metric` (dot) and its 95% CI (bar).
 
-    Each row has label, mean, ci_low, ci_high, note (text right of the bar) and role:
-    "baseline" (drawn grey, its mean a dashed line through the plot), "winner" (blue, the
-    label in bold) or anything else (black).
+    Each row has label, mean, ci_low, ci_high, note (text right of the bar), baseline (drawn
+    grey, its mean a dashed line through the plot) and winner (blue, the label in bold).
     """
     scale = 100.0 if is_accuracy(metric) else 1.0
-    fig = Figure(figsize=(8.5, 1.2 + 0.55 * max(len(rows), 1)), dpi=120, layout="constrained")
+    fig = Figure(figsize=(9, 1.4 + 0.55 * max(len(rows), 1)), dpi=120, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    colors = {"baseline": "tab:gray", "winner": "tab:blue"}
     for y, row in enumerate(rows):
         mean = float(row["mean"]) * scale
         if not math.isfinite(mean):
             ax.text(0.02, y, "no finished run", va="center", transform=ax.get_yaxis_transform())
             continue
         low, high = float(row["ci_low"]) * scale, float(row["ci_high"]) * scale
-        color = colors.get(str(row.get("role")), "black")
+        color = "tab:blue" if row.get("winner") else "tab:gray" if row.get("baseline") else "black"
         ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="o", color=color,
                     capsize=4, lw=1.6)
-        if row.get("role") == "baseline":
-            ax.axvline(mean, color=color, ls="--", lw=1, alpha=0.7)
+        if row.get("baseline"):
+            ax.axvline(mean, color="tab:gray", ls="--", lw=1, alpha=0.7)
         if row.get("note"):
             ax.annotate(str(row["note"]), (high, y), xytext=(6, 0), textcoords="offset points",
                         va="center", fontsize="small", color=color)
     ax.set_yticks(range(len(rows)), [str(r["label"]) for r in rows])
     for tick, row in zip(ax.get_yticklabels(), rows, strict=True):
-        if row.get("role") == "winner":
+        if row.get("winner"):
             tick.set_fontweight("bold")
     ax.invert_yaxis()  # the first row on top
     ax.margins(x=0.25)
     ax.set_xlabel(f"{metric} (%)" if scale != 1.0 else metric)
     ax.grid(True, axis="x", alpha=0.3)
-    ax.set_title(title, fontsize="medium")
+    ax.set_title(title, fontsize="medium", loc="left")
     return _save(fig, path)
 
 

@@ -65,10 +65,10 @@ def write_step_size_report(folder: Path, results: Sequence[RunResult],
              f"Each arm at each α of its grid; the comparison uses the α with the best mean "
              f"{metric} (**bold**). n: finished runs of those trained (a diverged run is "
              "not finished).", "",
-             f"| arm | α | n | {metric} mean ± std |", "|---|---:|---:|---:|"]
+             f"| arm | α | n | {metric} (mean ± std over n > 1 seeds) |", "|---|---:|---:|---:|"]
     for row in rows:
-        value = ("n/a" if row["n"] == 0 else
-                 f"{fmt_value(metric, row['mean'])} ± {fmt_value(metric, row['std'])}")
+        value = ("n/a" if row["n"] == 0 else fmt_value(metric, row["mean"]) if row["n"] == 1
+                 else f"{fmt_value(metric, row['mean'])} ± {fmt_value(metric, row['std'])}")
         lr = f"**{row['lr']:g}**" if row["chosen"] else f"{row['lr']:g}"
         lines.append(f"| {md_cell(row['arm'])} | {lr} | {row['n']}/{row['runs']} | {value} |")
     atomic_write(folder / "step_sizes.md", lambda fh: fh.write("\n".join(lines) + "\n"))

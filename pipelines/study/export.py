@@ -57,18 +57,21 @@ def _figures(study: optuna.Study, out: Path) -> list[str]:
     }
     skipped = []
     for name, draw in wanted.items():
-        try:
-            # Optuna warns (and logs) about thin data, e.g. a parameter with one value so far.
-            with warnings.catch_warnings(), _optuna_verbosity(optuna.logging.ERROR):
-                warnings.simplefilter("ignore")
-                axes = draw()
-        except (ValueError, RuntimeError, ZeroDivisionError) as err:
-            skipped.append(f"{name} ({err})")
-            continue
-        figure = np.asarray(axes).flat[0].figure
-        figure.set_size_inches(max(figure.get_size_inches()[0], 8), 6)
-        figure.savefig(out / name, dpi=120, bbox_inches="tight")
-        plt.close(figure)
+        # Optuna's plots switch matplotlib's global style to ggplot: kept to this block, so
+        # that the reports drawn after them (a confirmation's) keep matplotlib's defaults.
+        with matplotlib.rc_context():
+            try:
+                # Optuna warns (and logs) about thin data, e.g. a parameter with one value.
+                with warnings.catch_warnings(), _optuna_verbosity(optuna.logging.ERROR):
+                    warnings.simplefilter("ignore")
+                    axes = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError) as err:
+                skipped.append(f"{name} ({err})")
+                continue
+            figure = np.asarray(axes).flat[0].figure
+            figure.set_size_inches(max(figure.get_size_inches()[0], 8), 6)
+            figure.savefig(out / name, dpi=120, bbox_inches="tight")
+            plt.close(figure)
     return skipped
 
 
@@ -163,12 +166,13 @@ def _provenance(best: FrozenTrial, config: StudyRunConfig,
                "no confirmation finished a run" if confirmed is not None else "not confirmed")
         return f"# Best trial of Optuna study '{s.name}' ({why}): {search}.\n"
     chosen = (f"trial {confirmed.winner_trial}" if confirmed.winner_trial is not None
-              else "the baseline (study.confirm.baseline): no trial beat it")
-    return (f"# Confirmed winner of Optuna study '{s.name}': {chosen}, best mean {s.metric} "
-            f"over seeds {confirmed.seeds} among trials {confirmed.trials} and the baseline "
-            f"(MLflow run {confirmed.run_id}). The search's best: {search}.\n"
-            + "".join(f"# {line}\n" for line in textwrap.wrap(
-                f"Verdict: {confirmed.verdict}", 94)))
+              else "the baseline, study.confirm.baseline (no trial beat it on validation)")
+    text = (f"Confirmed winner of Optuna study '{s.name}': {chosen}. It has the best mean "
+            f"{s.metric} over seeds {confirmed.seeds} among the search's best trials "
+            f"{confirmed.trials} and the baseline (MLflow run {confirmed.run_id}). The "
+            f"search's best: {search}.")
+    return "".join(f"# {line}\n" for paragraph in (text, f"Verdict: {confirmed.verdict}")
+                   for line in textwrap.wrap(paragraph, 94))
 
 
 def replay_command(path: Path, config: StudyRunConfig) -> str:
