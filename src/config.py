@@ -68,14 +68,21 @@ class DataConfig:
     def __post_init__(self) -> None:
         require(self.name in DATASETS, f"data.name={self.name!r}: expected one of "
                  f"{sorted(DATASETS)}")
-        if self.root is None:
-            self.root = default_root(self.name)
         require(self.val_size > 0, f"data.val_size={self.val_size}: must be > 0")
         require(self.batch_size > 0, f"data.batch_size={self.batch_size}: must be > 0")
         require(self.eval_batch_size > 0,
                  f"data.eval_batch_size={self.eval_batch_size}: must be > 0")
         require(self.limit_train is None or self.limit_train > 0,
                  f"data.limit_train={self.limit_train}: must be > 0 or null")
+
+    def location(self) -> str:
+        """Where the files are read from: `root`, or where null the dataset's default location.
+
+        Resolved here, not in `__post_init__`: Hydra builds the schema's default DataConfig
+        (name mnist) before a `data=` file renames the dataset, and a root filled in then would
+        make `data=fashion_mnist` read MNIST's files.
+        """
+        return self.root if self.root is not None else default_root(self.name)
 
 
 @dataclass
@@ -408,6 +415,7 @@ def to_config(cfg: DictConfig) -> Config:
         raise ConfigError(str(err).splitlines()[0]) from err
     if not isinstance(config, Config):
         raise ConfigError(f"the composed config is a {type(config).__name__}, not a Config")
+    config.data.root = config.data.location()  # logged with the run: where the files were
     if config.compare is not None:
         for arm in config.compare.arms:
             arm_optimizer(config.optimizer, arm)  # fail at start-up, not in a worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def test_image_sizes_are_quoted_height_by_width(tiny_mnist: Path) -> None:
 
 
 def test_files_and_md5s_are_recorded_and_a_copy_differing_from_the_published_is_logged(
-        tiny_mnist: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tiny_mnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="src.data.arrays")
     arrays = load_arrays(MNIST, tiny_mnist, download=False)
     paths = {role: tiny_mnist / name for role, name in MNIST.files.items()}
@@ -208,13 +209,19 @@ def test_files_and_md5s_are_recorded_and_a_copy_differing_from_the_published_is_
     assert arrays.md5 == {role: file_md5(path) for role, path in paths.items()}
     assert sorted(caplog.messages) == sorted(
         f"{paths[role]}: MD5 {arrays.md5[role]} differs from the published {MNIST.md5[name]}"
+        " (a local copy; said once)"
         for role, name in MNIST.files.items())
-    # Matching MD5s are not logged, nor files under another name than the published one.
+    # Said once per folder and content: loading the same copy again logs nothing.
     caplog.clear()
+    load_arrays(MNIST, tiny_mnist, download=False)
+    assert caplog.messages == []
+    # Matching MD5s are not logged, nor files under another name than the published one.
     load_arrays(spec_for(tiny_mnist), tiny_mnist, download=False)
     assert caplog.messages == []
-    raw = tiny_mnist / TRAIN_IMAGES.removesuffix(".gz")
-    write_idx(raw, read_idx(paths["train_images"]))
-    paths["train_images"].unlink()
-    load_arrays(MNIST, tiny_mnist, download=False)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_mnist, other, ignore=shutil.ignore_patterns(".*"))  # not the memory
+    raw = other / TRAIN_IMAGES.removesuffix(".gz")
+    write_idx(raw, read_idx(other / TRAIN_IMAGES))
+    (other / TRAIN_IMAGES).unlink()
+    load_arrays(MNIST, other, download=False)
     assert len(caplog.messages) == 3 and not any(str(raw) in m for m in caplog.messages)

@@ -31,7 +31,7 @@ def test_quick_suite_writes_every_section(tmp_path: Path) -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
-    for heading in ("(a) One Adam step", "(b) Training throughput", "(c) End to end",
+    for heading in ("(a) One optimizer step", "(b) Training throughput", "(c) End to end",
                     "(d) Study"):
         assert heading in text
     for row in ("| project Adam |", "| torch fused |", "python -m src.train +experiment=compare",

@@ -17,6 +17,11 @@ from src.optim import Adam, AdaMax, AdamW
 from tests import optim_helpers as h
 
 common_optimizers = pytest.importorskip("torch.testing._internal.common_optimizers")
+# Importing torch's test utilities calls torch.backends.disable_global_flags() for the whole
+# process; Lightning's Trainer then cannot set cudnn.deterministic, and every training test
+# collected after this file fails. Undo it: these tests need none of torch's harness globals.
+# torch.backends is a wrapper module: the flag lives in its functions' globals.
+torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
 
 _one_thread = h.one_thread
 
@@ -118,3 +123,7 @@ def test_bad_input_raises_torchs_error(name, error_input):
 
     _raises(INFOS[name].optim_cls, error_input, make_params)  # what torch does ...
     _raises(OURS[name], error_input, make_params)  # ... and so do we
+
+
+def test_importing_torchs_test_cases_leaves_the_backend_flags_settable() -> None:
+    assert not torch.backends.flags_frozen()  # else Trainer(deterministic=True) fails later

@@ -137,8 +137,7 @@ class MNISTDataModule(pl.LightningDataModule):
     def from_config(cls, data: DataConfig, *, seed: int, steps_per_call: int = 1
                     ) -> MNISTDataModule:
         """The datamodule of a run's `data` section (validated by DataConfig), split by `seed`."""
-        assert data.root is not None, "DataConfig resolves a null data.root"
-        return cls(data.root, dataset=data.name, batch_size=data.batch_size,
+        return cls(data.location(), dataset=data.name, batch_size=data.batch_size,
                    eval_batch_size=data.eval_batch_size, val_size=data.val_size, seed=seed,
                    download=data.download, limit_train=data.limit_train,
                    steps_per_call=steps_per_call)
