@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
                   "between the project's two rows is that copy. First call includes any "
                   "compilation.", ""]
         lines += _table(rows, {"model": "params", "threads": "threads",
-                               "implementation": "implementation", "median_us": "median µs",
-                               "first_call_ms": "first call ms",
+                               "algorithm": "algorithm", "implementation": "implementation",
+                               "median_us": "median µs", "first_call_ms": "first call ms",
                                "vs_fastest_torch": "÷ fastest torch",
                                "fastest_torch": "fastest torch"})
         lines.append("")

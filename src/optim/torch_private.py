@@ -80,10 +80,10 @@ def hooked_step(step: Callable[..., Any]) -> Callable[..., Any]:
     """torch.optim.Optimizer.profile_hook_step, minus its cost while nobody profiles.
 
     torch wraps every optimizer's ``step`` in a profiler range plus the step hooks. The
-    range (``record_function``) costs a measurable share of a flat step of the blog MLP even
-    with no profiler running (see BENCHMARKS.md). This runs the same hooks in the same
-    order, and opens the same range only while a profiler is enabled. Marked ``hooked``,
-    so that Optimizer._patch_step_function does not wrap it again.
+    range (``record_function``) builds its objects on every call even with no profiler
+    running, a share of a small model's step worth saving. This runs the same hooks in the
+    same order, and opens the same range only while a profiler is enabled. Marked
+    ``hooked``, so that Optimizer._patch_step_function does not wrap it again.
     """
 
     def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
