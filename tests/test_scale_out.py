@@ -37,7 +37,7 @@ def test_independent_workers_share_one_study(tiny_mnist: Path, tmp_path: Path) -
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         tracking = f"http://127.0.0.1:{port}"
         try:
-            wait_for_http(f"{tracking}/health", server)
+            wait_for_http(f"{tracking}/health", server, timeout=300)  # a loaded machine
 
             storage = f"{driver}/optuna"
             args = [sys.executable, "-m", "pipelines.study", f"data.root={tiny_mnist}",
