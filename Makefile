@@ -6,7 +6,7 @@ STAMP   := .venv/.installed
 DATA    ?= $(if $(wildcard ../shared/data/mnist/train-labels-idx1-ubyte*),../shared/data/mnist,data/mnist)
 ARGS    ?=
 
-.PHONY: setup compare train study ui test lint bench mutate clean-store
+.PHONY: setup compare train study ui test lint bench mutate clean-store close-stale
 
 setup: $(STAMP)
 
@@ -26,6 +26,11 @@ train: $(STAMP)
 
 study: $(STAMP)
 	$(PY) -m pipelines.study $(ROOT) $(ARGS)
+
+# End the RUNNING runs whose process is provably gone (killed outright) as KILLED; every
+# invocation does this at its start too. ARGS="--uri URI" for another store.
+close-stale: $(STAMP)
+	$(PY) -m src.liveness $(ARGS)
 
 ui: $(STAMP)
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -298,9 +298,10 @@ def run_under_parent(config: Config, jobs: list[Job], workers: int, kind: str, h
             except Exception as err:
                 _conclude(results, None, concluded)
                 text = str(err).strip()
-                print(f"warning: the report could not be written "
-                      f"({mask_secrets(text.splitlines()[0] if text else type(err).__name__)});"
-                      " the verdict above is from the finished runs", flush=True)
+                why = mask_secrets(text.splitlines()[0] if text else type(err).__name__)
+                print(f"warning: the report could not be written ({why})"
+                      + ("; the verdict above is from the finished runs" if concluded else ""),
+                      flush=True)
                 raise
     except WorkerLost as err:
         fail(str(err), code=1)

@@ -96,3 +96,37 @@ def test_a_configured_contrast_is_the_pair_the_report_tests(tmp_path: Path) -> N
     differences = (tmp_path / "metrics_differences.csv").read_text().splitlines()
     assert {tuple(line.split(",")[:2]) for line in differences[1:]} == {
         ("beta_0.9_0.999", "beta_0.5_0.9")}
+
+
+def test_the_verdict_is_printed_when_the_report_cannot_be_written(
+        tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    import errno
+
+    from hydra import compose, initialize_config_dir
+
+    from pipelines.compare import main
+    from src.tracking import PROJECT_ROOT
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
+        cfg = compose("config", overrides=["+experiment=compare", f"data.root={tiny_mnist}",
+                                           f"tracking.uri={uri}", "compare.seeds=[0,1]",
+                                           "compare.workers=1", "data.val_size=100",
+                                           "trainer.max_epochs=1"])
+    # Only this process's client: the workers, forked from the forkserver, write as usual.
+    monkeypatch.setattr(MlflowClient, "log_artifacts", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        main(cfg)
+    out = capsys.readouterr().out
+    verdict = [line for line in out.splitlines() if line.startswith("verdict: ")]
+    assert len(verdict) == 1 and " on test/acc" in verdict[0], out
+    assert ("warning: the report could not be written ([Errno 28] No space left on device); "
+            "the verdict above is from the finished runs") in out
+    assert "report: " not in out
+    runs = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("compare").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED"] + ["FINISHED"] * 4

@@ -87,4 +87,4 @@ def test_a_killed_study_leaves_no_process_and_its_resume_no_running_run_nor_lost
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
     assert [t.params for t in trials[2:]] == [t.params for t in trials[:2]]  # the baselines
     assert not descendants(again)
-    assert not list(tmp_path.glob("optuna.db.*.turn"))  # no lock file left
+    assert not list(tmp_path.glob("optuna.db.*.*"))  # no lock file left

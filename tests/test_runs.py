@@ -62,3 +62,18 @@ def test_preflight_refuses_missing_data_before_the_store_exists(tmp_path: Path) 
     with pytest.raises(DataError):
         preflight(config, parallel=False)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_report_in_a_unicode_experiment_is_printed_as_a_real_path(tmp_path: Path) -> None:
+    config = replace(_config(tmp_path), tracking=TrackingConfig(
+        uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="Étude à deux"))
+    client = MlflowClient(config.tracking.uri)
+
+    def write(folder: Path) -> tuple[dict[str, float], None]:
+        (folder / "table.md").write_text("| a |\n")
+        return {}, None
+
+    with parent_run(client, config, "skeleton", "skeleton") as parent:
+        _, where = log_report(client, parent, write)
+    assert "Étude à deux" in where and "%" not in where
+    assert (Path(where) / "table.md").is_file()

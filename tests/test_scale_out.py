@@ -37,7 +37,7 @@ def test_independent_workers_share_one_study(tiny_mnist: Path, tmp_path: Path) -
             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         tracking = f"http://127.0.0.1:{port}"
         try:
-            wait_for_http(f"{tracking}/health", server)
+            wait_for_http(f"{tracking}/health", server, timeout=300)  # a loaded machine
 
             storage = f"{driver}/optuna"
             args = [sys.executable, "-m", "pipelines.study", f"data.root={tiny_mnist}",
@@ -60,6 +60,15 @@ def test_independent_workers_share_one_study(tiny_mnist: Path, tmp_path: Path) -
             assert len(finished) == 4
             assert len({t.number for t in finished}) == 4
             assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+            # Started together, they created the study once (its two baselines enqueued
+            # once) and sampled with seeds of their own (no parameter set twice).
+            created = [out for out, _ in outputs if "study 'scale' created:" in out]
+            assert len(created) == 1, [out for out, _ in outputs]
+            sampled = [tuple(sorted(t.params.items())) for t in study.trials if t.params]
+            assert len(sampled) == len(set(sampled)), sampled
+            baselines = [t.system_attrs["fixed_params"] for t in study.trials
+                         if "fixed_params" in t.system_attrs]
+            assert len(baselines) == 2 and baselines[0] != baselines[1], baselines
 
             client = MlflowClient(tracking)
             experiment = client.get_experiment_by_name("study-scale")

@@ -143,4 +143,34 @@ def test_two_invocations_started_together_create_once_and_share_no_parameters(
         wanted = to_optuna_params({k: v for k, v in asdict(point).items() if v is not None})
         runs = [t for t in trials if t.system_attrs.get("fixed_params") == wanted]
         assert len(runs) == 1 and runs[0].state == TrialState.COMPLETE, (wanted, trials)
-    assert not list(tmp_path.glob("optuna.db.*.turn"))  # the last one out removed it
+    assert not list(tmp_path.glob("optuna.db.*.*"))  # the last one out removed them
+
+
+def test_a_lock_file_can_be_removed_while_others_wait_for_it(tmp_path: Path) -> None:
+    import threading
+
+    from pipelines.study.storage import LockFile
+
+    path = tmp_path / "study.turn"
+    first, waiter = LockFile(path), LockFile(path)
+    first.acquire()
+    LockFile(path).remove()  # held by someone: left to them
+    assert path.exists()
+    acquired = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.acquire(), acquired.set()))
+    thread.start()  # waits on the file that is about to be deleted
+    first.remove()  # the holder deletes it on its way out
+    assert acquired.wait(60)
+    thread.join()
+    # The waiter saw the file go and holds a new one, which everyone else sees.
+    assert path.exists()
+    other = LockFile(path)
+    thread = threading.Thread(target=other.acquire, daemon=True)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive()  # excluded by the waiter's lock
+    waiter.release()
+    thread.join(60)
+    assert not thread.is_alive()
+    other.remove()
+    assert not path.exists()

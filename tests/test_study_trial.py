@@ -6,6 +6,7 @@ import math
 import re
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
 
 from pipelines.study.run import run_study
@@ -92,3 +93,36 @@ def test_each_way_out_of_training_ends_the_trial_as_documented() -> None:
     error = ValueError("bad")
     assert ending(error) == (TrialState.FAIL, "ValueError: bad", error)
     assert ending(GeneratorExit()) is None  # not a way training ends: goes on, unrecorded
+
+
+def test_a_failed_trial_records_and_prints_its_error_with_passwords_masked(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import optuna
+
+    from pipelines.study.trial import Objective, QuietTrials
+
+    def train(*args: object) -> None:
+        raise RuntimeError("cannot reach postgresql+psycopg://alice:s3cr3t@db:5432/optuna")
+
+    quiet = QuietTrials()
+    objective = Objective(composed(), "parent", client=None, quiet=quiet, on_running=lambda: None)
+    monkeypatch.setattr(objective, "_train", train)
+    log = logging.getLogger("optuna.study._optimize")
+    log.addFilter(quiet)
+    try:
+        study = optuna.create_study()
+        with caplog.at_level(logging.WARNING, logger="optuna.study._optimize"):
+            study.optimize(objective, n_trials=1, catch=(RuntimeError,))
+    finally:
+        log.removeFilter(quiet)
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["reason"] == (
+        "RuntimeError: cannot reach postgresql+psycopg://alice:***@db:5432/optuna")
+    printed = capsys.readouterr()
+    logged = caplog.text + "".join(str(r.exc_text) for r in caplog.records)
+    assert "alice:***@db" in printed.out and "alice:***@db" in logged
+    assert "s3cr3t" not in printed.out + printed.err + logged + str(trial.user_attrs)

@@ -128,21 +128,36 @@ class LockFile:
             self._held = None
 
     def remove(self) -> None:
-        """Delete the file, holding it meanwhile; whoever locks next creates it again."""
-        self.acquire()
+        """Delete the file unless someone holds it (then they, leaving later, will); whoever
+        locks next creates it again. Never waits: it runs on the way out, interrupts too."""
+        if self._held is None:
+            try:
+                handle = open(self.path)  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                return
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return
+            self._held = handle
         try:
-            self.path.unlink(missing_ok=True)
+            if os.stat(self.path).st_ino == os.fstat(self._held.fileno()).st_ino:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
         finally:
             self.release()
 
 
-def lock_path(url: str, study_name: str) -> Path:
-    """The study's lock file: beside an SQLite storage, else in the temp folder (one machine)."""
+def lock_path(url: str, study_name: str, purpose: str = "turn") -> Path:
+    """A lock file of the study (`purpose`: "turn" for the workers' turnstile, "open" for
+    `study_lock`): beside an SQLite storage, else in the temp folder (one machine)."""
     db = sqlite_path(url)
     if db is not None:
-        return db.with_name(f"{db.name}.{study_name}.turn")
+        return db.with_name(f"{db.name}.{study_name}.{purpose}")
     key = hashlib.sha256(f"{url}\0{study_name}".encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"optuna-study-{key}.turn"
+    return Path(tempfile.gettempdir()) / f"optuna-study-{key}.{purpose}"
 
 
 @contextmanager
@@ -157,13 +172,13 @@ def study_lock(storage: optuna.storages.RDBStorage, url: str, name: str) -> Iter
         if sqlite_path(url) is None:  # in memory: one process
             yield
             return
-        lock = LockFile(lock_path(url, name))
+        # Not the turnstile's file: a worker may hold that while it waits for running trials.
+        lock = LockFile(lock_path(url, name, "open"))
         lock.acquire()
         try:
             yield
         finally:
-            lock.path.unlink(missing_ok=True)  # safe while held (see LockFile)
-            lock.release()
+            lock.remove()
         return
     statements = {
         "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)",
