@@ -29,7 +29,7 @@ from pipelines.compare import write_arms_report
 from pipelines.report.results import RunResult
 from pipelines.runs import Job, run_under_parent, worker_count
 from src.cli import user_errors
-from src.config import Config, ConfigError, to_config
+from src.config import Config, ConfigError, require, to_config
 
 SEED = "seed"
 METRIC = "test/acc"  # the verdict's metric, as in a comparison
@@ -138,6 +138,8 @@ def launch(hydra_context: HydraContext, master: DictConfig,
     # Messages look as in a single run (Hydra's run_job would set this up per job).
     configure_log(master.hydra.job_logging, master.hydra.verbose)
     with user_errors():
+        require(workers is None or workers >= 1,
+                f"hydra.launcher.workers={workers}: must be >= 1 (or null: one per core)")
         composed = compose_jobs(hydra_context, master, job_overrides, initial_job_idx)
         jobs = plan(job_overrides, [config for _, config in composed])
         base = to_config(task_config(master))  # the sweep's shared settings, on the parent

@@ -56,14 +56,19 @@ def test_a_sweep_is_one_parent_with_named_children_and_a_report(tiny_mnist: Path
     assert not (REPO / "multirun.yaml").exists()
 
 
+@pytest.mark.parametrize(("sweep", "message"), [
+    (["optimizer.lr=0.01,0"],
+     "error: multirun job #1 (optimizer.lr=0): optimizer.lr=0.0: must be a number > 0"),
+    (["seed=0,1", "hydra.launcher.workers=0"],
+     "error: hydra.launcher.workers=0: must be >= 1 (or null: one per core)"),
+])
 def test_a_bad_value_in_any_job_is_one_line_and_no_run(tiny_mnist: Path, store: Path,
-                                                       tmp_path: Path) -> None:
-    done = run_entry("src.train", "-m", f"data.root={tiny_mnist}", *TINY,
-                     "optimizer.lr=0.01,0", f"hydra.sweep.dir={tmp_path}", store=store)
+                                                       tmp_path: Path, sweep: list[str],
+                                                       message: str) -> None:
+    done = run_entry("src.train", "-m", f"data.root={tiny_mnist}", *TINY, *sweep,
+                     f"hydra.sweep.dir={tmp_path}", store=store)
     assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert lines[-1] == ("error: multirun job #1 (optimizer.lr=0): optimizer.lr=0.0: must be a "
-                         "number > 0")
+    assert done.stderr.strip().splitlines()[-1] == message
     assert "Traceback" not in done.stderr
     assert mlflow_runs(store) == []
 
