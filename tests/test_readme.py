@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from src.config import to_config
-from src.data import MNIST, locate_files
+from src.data import MNIST, default_root, locate_files
 from src.tracking import PROJECT_ROOT
 from tests.conftest import SHARED_MNIST
 from tests.studies import composed as study_composed
@@ -66,6 +66,8 @@ def test_a_readme_command_composes_and_validates(module: str, args: list[str]) -
             overrides = [_first_value(o) for o in overrides]
         with initialize_config_dir(version_base="1.3", config_dir=str(PROJECT_ROOT / "conf")):
             config = to_config(compose("config", overrides=overrides))
+    if not any(o.startswith("data.root=") for o in overrides):
+        assert config.data.root == default_root(config.data.name)  # its own dataset's folder
     # Pasted here, a command finds the data without a data.root of its own.
     placeholder = any("/path/to/" in o or "/shared/mnist" in o for o in overrides)
     if config.data.name == "mnist" and _complete(SHARED_MNIST) and not placeholder:
