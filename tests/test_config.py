@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from src import config as schema
-from src.config import ConfigError, to_config
+from src.config import (
+    ArmConfig,
+    CompareConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    GridConfig,
+    InternalsConfig,
+    ModelConfig,
+    OptimizerConfig,
+    TrainerConfig,
+    arm_optimizer,
+    finite,
+    to_config,
+)
+from src.data import default_root
+from src.optim.registry import OPTIMIZERS, OptimizerSpec
 from src.tracking import PROJECT_ROOT
 
 schema.register()
@@ -150,3 +170,176 @@ def test_accelerator_names_are_lightnings() -> None:
     registered = AcceleratorRegistry.available_accelerators()
     assert set(schema.ACCELERATORS) == {"auto", "gpu", *registered}
 
+
+# --- every rule, checked on the dataclasses directly (no composing): the whole message ---------
+
+TWO_ARMS = {"arms": [ArmConfig("a"), ArmConfig("b")]}
+ADAMAX_TAKES = "lr, betas, eps, weight_decay, eps_mode, bias_correction"
+
+REFUSED: dict[str, tuple[type, dict[str, Any], str]] = {
+    # case: (section, its arguments, the message)
+    "data.name": (DataConfig, {"name": "cifar"},
+                  "data.name='cifar': expected one of ['fashion_mnist', 'mnist']"),
+    "data.val_size": (DataConfig, {"val_size": 0}, "data.val_size=0: must be > 0"),
+    "data.batch_size": (DataConfig, {"batch_size": -1}, "data.batch_size=-1: must be > 0"),
+    "data.eval_batch_size": (DataConfig, {"eval_batch_size": 0},
+                             "data.eval_batch_size=0: must be > 0"),
+    "data.limit_train": (DataConfig, {"limit_train": 0},
+                         "data.limit_train=0: must be > 0 or null"),
+    "model.init": (ModelConfig, {"init": "he"}, "model.init='he': expected 'keras' or 'torch'"),
+    "model.hidden": (ModelConfig, {"hidden": [128, 0]},
+                     "model.hidden=[128, 0]: sizes must be > 0"),
+    "model.dropout<0": (ModelConfig, {"dropout": -0.1}, "model.dropout=-0.1: must be in [0, 1)"),
+    "model.dropout=1": (ModelConfig, {"dropout": 1.0}, "model.dropout=1.0: must be in [0, 1)"),
+    "optimizer.name": (OptimizerConfig, {"name": "sgd"},
+                       "optimizer.name='sgd': expected one of adam, adamax, adamw"),
+    "optimizer.lr=0": (OptimizerConfig, {"lr": 0.0}, "optimizer.lr=0.0: must be a number > 0"),
+    "optimizer.lr=inf": (OptimizerConfig, {"lr": math.inf},
+                         "optimizer.lr=inf: must be a number > 0"),
+    "optimizer.lr=true": (OptimizerConfig, {"lr": True},
+                          "optimizer.lr=True: must be a number > 0"),
+    "optimizer.betas x3": (OptimizerConfig, {"betas": [0.9, 0.99, 0.999]},
+                           "optimizer.betas=[0.9, 0.99, 0.999]: expected two values "
+                           "[beta1, beta2]"),
+    "optimizer.betas[0]=1": (OptimizerConfig, {"betas": [1.0, 0.999]},
+                             "optimizer.betas[0]=1.0: beta1 must be in [0, 1)"),
+    "optimizer.betas[1]<0": (OptimizerConfig, {"betas": [0.9, -0.1]},
+                             "optimizer.betas[1]=-0.1: beta2 must be in [0, 1)"),
+    "optimizer.betas[1]=nan": (OptimizerConfig, {"betas": [0.9, math.nan]},
+                               "optimizer.betas[1]=nan: beta2 must be in [0, 1)"),
+    "optimizer.eps<0": (OptimizerConfig, {"eps": -1e-8}, "optimizer.eps=-1e-08: must be >= 0"),
+    "optimizer.eps=inf": (OptimizerConfig, {"eps": math.inf}, "optimizer.eps=inf: must be >= 0"),
+    "optimizer.weight_decay<0": (OptimizerConfig, {"weight_decay": -0.1},
+                                 "optimizer.weight_decay=-0.1: must be >= 0"),
+    "optimizer.weight_decay=nan": (OptimizerConfig, {"weight_decay": math.nan},
+                                   "optimizer.weight_decay=nan: must be >= 0"),
+    "optimizer.eps_mode": (OptimizerConfig, {"eps_mode": "tf"},
+                           "optimizer.eps_mode='tf': expected 'paper' or 'keras'"),
+    "optimizer.amsgrad for adamax": (OptimizerConfig, {"name": "adamax", "amsgrad": True},
+                                     "optimizer.amsgrad=True: adamax has no option 'amsgrad' "
+                                     f"(it takes {ADAMAX_TAKES})"),
+    "trainer.max_epochs": (TrainerConfig, {"max_epochs": 0},
+                           "trainer.max_epochs=0: must be >= 1"),
+    "trainer.steps_per_call": (TrainerConfig, {"steps_per_call": 0},
+                               "trainer.steps_per_call=0: must be >= 1"),
+    "trainer.num_threads": (TrainerConfig, {"num_threads": 0},
+                            "trainer.num_threads=0: must be >= 1"),
+    "internals.every_n_epochs": (InternalsConfig, {"every_n_epochs": 0},
+                                 "internals.every_n_epochs=0: must be >= 1"),
+    "internals.max_elements=0": (InternalsConfig, {"max_elements": 0},
+                                 "internals.max_elements=0: must be in [1, 2**24]"),
+    "internals.max_elements>2**24": (InternalsConfig, {"max_elements": 2**24 + 1},
+                                     "internals.max_elements=16777217: must be in [1, 2**24]"),
+    "compare.seeds empty": (CompareConfig, TWO_ARMS | {"seeds": []},
+                            "compare.seeds is empty: give at least one seed"),
+    "compare.seeds repeat": (CompareConfig, TWO_ARMS | {"seeds": [0, 1, 0]},
+                             "compare.seeds=[0, 1, 0]: seeds repeat"),
+    "compare.arms empty": (CompareConfig, {"arms": []},
+                           "compare.arms is empty: give at least one arm"),
+    "compare.arms repeat": (CompareConfig, {"arms": [ArmConfig("a"), ArmConfig("a")]},
+                            "compare.arms: arm names repeat: ['a', 'a']"),
+    "compare.workers": (CompareConfig, TWO_ARMS | {"workers": 0},
+                        "compare.workers=0: must be >= 1"),
+    "compare.contrast of one": (CompareConfig, TWO_ARMS | {"contrast": ["a"]},
+                                "compare.contrast=['a']: expected two arm names of ['a', 'b']"),
+    "compare.contrast unknown": (CompareConfig, TWO_ARMS | {"contrast": ["a", "c"]},
+                                 "compare.contrast=['a', 'c']: expected two arm names of "
+                                 "['a', 'b']"),
+    "grid.beta1 empty": (GridConfig, {"beta1": []},
+                         "grid.beta1 is empty: give at least one value"),
+    "grid.lr empty": (GridConfig, {"lr": []}, "grid.lr is empty: give at least one value"),
+    "grid.bias_correction repeat": (GridConfig, {"bias_correction": [True, True]},
+                                    "grid.bias_correction=[True, True]: values repeat"),
+    "grid.seeds repeat": (GridConfig, {"seeds": [1, 1]}, "grid.seeds=[1, 1]: values repeat"),
+    "grid.beta1[1]=1": (GridConfig, {"beta1": [0.5, 1.0]},
+                        "grid.beta1[1]=1.0: beta1 must be in [0, 1)"),
+    "grid.beta2[0]=nan": (GridConfig, {"beta2": [math.nan]},
+                          "grid.beta2[0]=nan: beta2 must be in [0, 1)"),
+    "grid.lr[1]<0": (GridConfig, {"lr": [1e-3, -1.0]}, "grid.lr[1]=-1.0: must be a number > 0"),
+    "grid.lr[0]=inf": (GridConfig, {"lr": [math.inf]}, "grid.lr[0]=inf: must be a number > 0"),
+    "grid.workers": (GridConfig, {"workers": 0}, "grid.workers=0: must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_every_rule_refuses_with_its_whole_message(case: str) -> None:
+    section, arguments, message = REFUSED[case]
+    with pytest.raises(ConfigError) as refused:
+        section(**arguments)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("section", "arguments"), [
+    (DataConfig, {"val_size": 1, "batch_size": 1, "eval_batch_size": 1, "limit_train": 1}),
+    (ModelConfig, {"hidden": [1], "dropout": 0.0, "init": "torch"}),
+    (ModelConfig, {"hidden": [], "dropout": 0.999}),
+    (OptimizerConfig, {"lr": 1, "betas": [0.0, 0.0], "eps": 0, "weight_decay": 0.0,
+                       "eps_mode": "paper"}),
+    (OptimizerConfig, {"lr": 1e-12, "betas": [0.999999, 0.5], "eps": 1e-30}),
+    (OptimizerConfig, {"name": "adamw", "amsgrad": True, "weight_decay": 0.01}),
+    (OptimizerConfig, {"name": "adamax", "bias_correction": False, "eps_mode": "paper"}),
+    (TrainerConfig, {"max_epochs": 1, "steps_per_call": 1, "num_threads": 1}),
+    (InternalsConfig, {"every_n_epochs": 1, "max_elements": 1}),
+    (InternalsConfig, {"max_elements": 2**24}),
+    (CompareConfig, {"arms": [ArmConfig("a")], "seeds": [3], "workers": 1}),
+    (CompareConfig, TWO_ARMS | {"contrast": ["b", "a"]}),
+    (GridConfig, {"beta1": [0.0], "beta2": [0.999], "lr": [1e-9], "seeds": [0],
+                  "bias_correction": [True, False], "workers": 1}),
+], ids=lambda value: value.__name__ if isinstance(value, type) else None)
+def test_the_boundaries_of_every_rule_are_accepted(section: type,
+                                                   arguments: dict[str, Any]) -> None:
+    made = section(**arguments)
+    assert all(getattr(made, key) == value for key, value in arguments.items())
+
+
+def test_a_null_data_root_is_the_datasets_default_location() -> None:
+    assert DataConfig(root=None).root == default_root("mnist")
+    assert DataConfig(name="fashion_mnist", root=None).root == default_root("fashion_mnist")
+    assert DataConfig(root="somewhere").root == "somewhere"
+
+
+def test_finite_means_a_real_finite_number() -> None:
+    assert finite(1) and finite(-2.5) and finite(0)
+    assert not any(finite(x) for x in (True, False, math.nan, -math.inf, "1", None))
+
+
+def test_what_to_config_refuses_is_one_line() -> None:
+    with pytest.raises(ConfigError) as missing:
+        composed("+experiment=compare", "compare.arms=[{optimizer:{}}]")
+    assert str(missing.value) == (
+        "Structured config of type `ArmConfig` has missing mandatory value: name")
+    with pytest.raises(ConfigError) as plain:
+        to_config(OmegaConf.create({"seed": 1}))
+    assert str(plain.value) == "the composed config is a dict, not a Config"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"lrr": 0.1}, "compare arm 'a': Key 'lrr' not in 'OptimizerConfig'"),
+    ({"betas": [1.5, 0.9]}, "compare arm 'a': optimizer.betas[0]=1.5: beta1 must be in [0, 1)"),
+])
+def test_an_arms_bad_override_is_named_with_the_arm(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        arm_optimizer(OptimizerConfig(), ArmConfig("a", overrides))
+    assert str(refused.value) == message
+    merged = arm_optimizer(OptimizerConfig(lr=0.01), ArmConfig("b", {"betas": [0.1, 0.1]}))
+    assert merged == OptimizerConfig(lr=0.01, betas=[0.1, 0.1])
+
+
+def test_the_schema_is_registered_as_config_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ConfigStore.instance()
+    monkeypatch.setattr(store, "repo", {})  # what register() itself stores, nothing earlier
+    schema.register()
+    assert list(store.repo) == ["config_schema.yaml"]
+    assert OmegaConf.get_type(store.load("config_schema.yaml").node) is Config
+
+
+def test_an_optimizer_without_betas_refuses_them_against_their_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registry's way to add an optimizer: fields it does not read must keep their
+    # defaults, a default_factory's (betas) included.
+    monkeypatch.setitem(OPTIMIZERS, "sgd", OptimizerSpec(torch.optim.SGD, ("lr",)))
+    assert OptimizerConfig(name="sgd", lr=0.1).lr == 0.1
+    with pytest.raises(ConfigError) as refused:
+        OptimizerConfig(name="sgd", betas=[0.5, 0.5])
+    assert str(refused.value) == (
+        "optimizer.betas=[0.5, 0.5]: sgd has no option 'betas' (it takes lr)")

@@ -11,6 +11,7 @@ from tools.mutation_report import (
     MODULES,
     Equivalent,
     Score,
+    dotted,
     function_of,
     match_equivalents,
     mutated_line,
@@ -83,8 +84,8 @@ def test_a_run_passes_only_at_the_threshold_with_every_survivor_listed() -> None
 
 
 def test_the_committed_list_parses_and_names_only_modules_under_test() -> None:
-    prefixes = tuple(p.removesuffix(".py").replace("/", ".") + "."
-                     for module in MODULES.values() for p in module.paths)
+    assert dotted("src/data/idx.py") == "src.data.idx"
+    prefixes = tuple(dotted(p) + "." for module in MODULES.values() for p in module.paths)
     entries = read_equivalents(EQUIVALENT)
     assert entries and all(e.name.startswith(prefixes) for e in entries)
     assert len({e.name for e in entries}) == len(entries)
