@@ -191,8 +191,9 @@ REFUSED: dict[str, tuple[type, dict[str, Any], str]] = {
                      "model.hidden=[128, 0]: sizes must be > 0"),
     "model.dropout<0": (ModelConfig, {"dropout": -0.1}, "model.dropout=-0.1: must be in [0, 1)"),
     "model.dropout=1": (ModelConfig, {"dropout": 1.0}, "model.dropout=1.0: must be in [0, 1)"),
-    "optimizer.name": (OptimizerConfig, {"name": "sgd"},
-                       "optimizer.name='sgd': expected one of adam, adamax, adamw"),
+    "optimizer.name": (OptimizerConfig, {"name": "lion"},
+                       "optimizer.name='lion': expected one of adadelta, adagrad, adam, adamax, "
+                       "adamw, rmsprop, sgd"),
     "optimizer.lr=0": (OptimizerConfig, {"lr": 0.0}, "optimizer.lr=0.0: must be a number > 0"),
     "optimizer.lr=inf": (OptimizerConfig, {"lr": math.inf},
                          "optimizer.lr=inf: must be a number > 0"),
@@ -272,7 +273,8 @@ def test_every_rule_refuses_with_its_whole_message(case: str) -> None:
 @pytest.mark.parametrize(("section", "arguments"), [
     (DataConfig, {"val_size": 1, "batch_size": 1, "eval_batch_size": 1, "limit_train": 1}),
     (ModelConfig, {"hidden": [1], "dropout": 0.0, "init": "torch"}),
-    (ModelConfig, {"hidden": [], "dropout": 0.999}),
+    (ModelConfig, {"hidden": [16], "dropout": 0.999}),
+    (ModelConfig, {"hidden": [], "dropout": 0.0}),  # logistic regression: nothing to drop
     (OptimizerConfig, {"lr": 1, "betas": [0.0, 0.0], "eps": 0, "weight_decay": 0.0,
                        "eps_mode": "paper"}),
     (OptimizerConfig, {"lr": 1e-12, "betas": [0.999999, 0.5], "eps": 1e-30}),
@@ -293,9 +295,11 @@ def test_the_boundaries_of_every_rule_are_accepted(section: type,
 
 
 def test_a_null_data_root_is_the_datasets_default_location() -> None:
-    assert DataConfig(root=None).root == default_root("mnist")
-    assert DataConfig(name="fashion_mnist", root=None).root == default_root("fashion_mnist")
-    assert DataConfig(root="somewhere").root == "somewhere"
+    assert DataConfig(root=None).root is None  # resolved per dataset, never at construction
+    assert DataConfig(root=None).location() == default_root("mnist")
+    assert DataConfig(name="fashion_mnist").location() == default_root("fashion_mnist")
+    assert DataConfig(root="somewhere").location() == "somewhere"
+    assert composed("data=fashion_mnist").data.root == default_root("fashion_mnist")
 
 
 def test_finite_means_a_real_finite_number() -> None:

@@ -60,6 +60,7 @@ def test_the_default_export_is_found_by_hydra_and_ignored_by_git() -> None:
         params={"lr": 0.003, "1-beta1": 0.2, "1-beta2": 0.01}, value=0.25,
         distributions={k: optuna.distributions.FloatDistribution(1e-6, 1.0, log=True)
                        for k in ("lr", "1-beta1", "1-beta2")})
+    created = [d for d in (GENERATED_CONF, DEFAULT_EXPORT_DIR) if not d.exists()]
     path = export_best(trial, config)
     try:
         assert path == DEFAULT_EXPORT_DIR / f"best_{name}.yaml"
@@ -75,3 +76,24 @@ def test_the_default_export_is_found_by_hydra_and_ignored_by_git() -> None:
             f"python -m src.train +experiment=best_{name} data.root={config.data.root}")
     finally:
         path.unlink()
+        for folder in reversed(created):  # leave the checkout as found (no mlruns/conf)
+            folder.rmdir()
+
+
+def test_no_generated_configs_no_search_path_and_no_warning(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+
+    from hydra_plugins.adam_study import searchpath
+
+    def plugged(generated: Path) -> list[str]:
+        monkeypatch.setattr(searchpath, "GENERATED_CONF", generated)
+        path = ConfigSearchPathImpl()
+        path.append(provider="main", path=f"file://{PROJECT_ROOT / 'conf'}")
+        searchpath.GeneratedConfigs().manipulate_search_path(path)
+        return [element.path for element in path.get_path()]
+
+    # Hydra warns "is not available" for a missing folder on every command of a fresh clone.
+    assert plugged(tmp_path / "absent") == [f"file://{PROJECT_ROOT / 'conf'}"]
+    assert plugged(tmp_path)[-1] == f"file://{tmp_path}"

@@ -30,5 +30,9 @@ class GeneratedConfigs(SearchPathPlugin):
     """Appends `mlruns/conf` after the project's `conf/` (a tracked file wins a name clash)."""
 
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        # Only once a study has written there: Hydra warns about a missing search path on
+        # every command otherwise (a fresh clone has no mlruns/conf).
+        if not GENERATED_CONF.is_dir():
+            return
         if any(_is_project_conf(element.path) for element in search_path.get_path()):
             search_path.append(provider="adam-study-generated", path=f"file://{GENERATED_CONF}")

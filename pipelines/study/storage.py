@@ -77,7 +77,10 @@ def _create_storage(url: str, path: Path | None, heartbeat: dict[str, int],
 
     Workers started together (a SLURM array, several machines) on an empty database all run
     Optuna's CREATE TABLEs; on PostgreSQL the losers fail with a unique violation on the
-    catalog. Once the winner is done the tables exist, so a retry simply opens them.
+    catalog. Once the winner is done the tables exist, so a retry simply opens them. SQLite
+    fails otherwise (`table alembic_version already exists`, an OperationalError that a
+    locked database raises too), and its processes share one machine: there the creation
+    holds the storage's lock file, so one process creates and the others open.
     """
     for attempt in range(attempts):
         try:
@@ -85,9 +88,12 @@ def _create_storage(url: str, path: Path | None, heartbeat: dict[str, int],
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 if path is None:
                     return optuna.storages.RDBStorage(url, **heartbeat)
-                return _SQLiteStorage(url, path.with_name(path.name + ".lock"),
-                                      engine_kwargs={"connect_args": {"timeout": 60}},
-                                      **heartbeat)
+                lock_file = path.with_name(path.name + ".lock")
+                with open(lock_file, "a") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if we die
+                    return _SQLiteStorage(url, lock_file,
+                                          engine_kwargs={"connect_args": {"timeout": 60}},
+                                          **heartbeat)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts - 1:
                 raise
