@@ -35,9 +35,11 @@ close-stale: $(STAMP)
 ui: $(STAMP)
 	.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
+# One pytest worker per core (pytest-xdist): the suite is mostly end-to-end subprocess runs
+# of 1-thread training, which two processes overlap on two cores.
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --data $(DATA) $(ARGS)
