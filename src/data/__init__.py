@@ -15,9 +15,9 @@ Lightning, which only the datamodule needs.
 
 from __future__ import annotations
 
-import importlib
+from src.lazy import lazy_exports
 
-_HOMES: dict[str, tuple[str, ...]] = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "src.data.arrays": ("MnistArrays", "load_arrays"),
     "src.data.datamodule": ("InMemoryBatches", "MNISTDataModule", "unit_scale"),
     "src.data.idx": ("MAGIC_IMAGES", "MAGIC_LABELS", "file_md5", "read_idx", "read_idx_and_md5",
@@ -25,20 +25,4 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "src.data.sources": ("DATASETS", "FASHION_MNIST", "MNIST", "ROLES", "DatasetSpec",
                          "default_root", "download", "locate_files"),
     "src.errors": ("DataError",),
-}
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name: str) -> object:
-    home = _HOME_OF.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+}, globals())

@@ -2,30 +2,14 @@
 torch.optim's, each update rule written once (adam.py, adamax.py) and run per tensor or on the
 flat-buffer layout (flat.py); ``build`` makes one from the config's optimizer section.
 
-Names load from their modules on first use, as in src.data: the config validates
+Names load from their modules on first use (src.lazy): the config validates
 ``optimizer.name`` against the registry at start-up, before anything imports torch.
 """
 
-import importlib
+from src.lazy import lazy_exports
 
-_HOMES = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "src.optim.adam": ("Adam", "AdamW"),
     "src.optim.adamax": ("AdaMax",),
     "src.optim.registry": ("OPTIMIZERS", "build"),
-}
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = ["OPTIMIZERS", "AdaMax", "Adam", "AdamW", "build"]
-
-
-def __getattr__(name: str) -> object:
-    home = _HOME_OF.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+}, globals())
