@@ -2,7 +2,8 @@
 
 The one module of `pipelines.report` that imports matplotlib; the statistics, tables and
 verdict do not need it. Figures are drawn on a `Figure` with its own Agg canvas (no pyplot
-state) and written atomically, so a crash leaves no half-written PNG.
+state) and written atomically, so a crash leaves no half-written PNG. The figures share one
+style, palette and writer, which is why they live in one file rather than one per report.
 """
 
 from __future__ import annotations

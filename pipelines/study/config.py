@@ -10,6 +10,9 @@ The search space is sampled where Adam is sensitive: α log-uniform, and β1, β
 log(1 − β), so that 0.99 → 0.999 gets as much of the search as 0.5 → 0.9. The Optuna
 parameters are therefore named `lr`, `1-beta1`, `1-beta2` (and `eps`); plots, the dashboard
 and importances show those coordinates, while trials also carry β1, β2 as user attributes.
+
+One file for both halves on purpose: the sections' rules need the coordinates (a grid's size
+is checked against `grid_values` at start-up), and the builders read nothing but the sections.
 """
 
 from __future__ import annotations
