@@ -46,7 +46,7 @@ def measure(data_root: str, quick: bool = False) -> list[dict[str, object]]:
     Two rates: over the whole command (with its one-off start-up and report), and over the
     trial phase, from the first trial's start to the last one's end (the workers' throughput).
     """
-    trials, epochs = (4, 2) if quick else (24, 5)
+    trials, epochs = (2, 1) if quick else (24, 5)  # quick: a smoke run of every setting
     common = [f"study.n_trials={trials}", f"trainer.max_epochs={epochs}",
               "study.sampler.name=random"] + (["data.val_size=100"] if quick else [])
     rows: list[dict[str, object]] = []
