@@ -141,3 +141,39 @@ def test_sparse_gradients_are_rejected_with_torchs_message():
     embedding(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="Adamax does not support sparse gradients"):
         AdaMax(embedding.parameters()).step()
+
+
+# --- torch's defaults and keywords, the rule's own defaults (mutation testing found these open) -
+
+
+def _param() -> list[torch.nn.Parameter]:
+    return [torch.nn.Parameter(torch.ones(3))]
+
+
+def test_defaults_are_torchs_key_for_key() -> None:
+    mine, torchs = AdaMax(_param()).defaults, torch.optim.Adamax(_param()).defaults
+    assert {key: mine[key] for key in torchs} == torchs
+    assert (mine["eps_mode"], mine["bias_correction"]) == ("paper", True)
+
+
+def test_the_flat_layout_is_the_default_and_compile_is_passed_on() -> None:
+    default, per_tensor = AdaMax(_param()), AdaMax(_param(), flat=False)
+    group = default.param_groups[0]
+    assert default.uses_flat(group) and not per_tensor.uses_flat(group)
+    assert default._compile is None and AdaMax(_param(), compile=True)._compile is True
+
+
+def test_a_tensor_lr_with_foreach_is_accepted_as_torchs_adamax_accepts_it() -> None:
+    torch.optim.Adamax(_param(), lr=torch.tensor(1e-3), foreach=True)  # Adam's rule is not Adamax's
+    assert AdaMax(_param(), lr=torch.tensor(1e-3), foreach=True).defaults["foreach"] is True
+
+
+def test_the_rule_defaults_to_torchs_eps_no_decay_and_descent() -> None:
+    from src.optim.adamax import adamax
+
+    theta, grad = torch.ones(2), torch.tensor([1.0, -2.0])
+    exp_avg, exp_inf = torch.zeros(2), torch.zeros(2)
+    adamax(theta, grad, exp_avg, exp_inf, one_minus_beta1=1.0, beta2=0.0, step_size=0.5, eps=1.0)
+    # m = g; u = max(0, |g| + ε) (torch's ε, inside the max); θ ← θ - 0.5·m/u, no decay.
+    torch.testing.assert_close(exp_inf, torch.tensor([2.0, 3.0]))
+    torch.testing.assert_close(theta, torch.tensor([1.0 - 0.25, 1.0 + 1.0 / 3.0]))

@@ -196,3 +196,69 @@ def test_the_statistics_import_without_matplotlib() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr or "importing the statistics imported matplotlib"
+
+
+# --- boundaries and degenerate cases that mutation testing found untested ------------------
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0])
+def test_a_confidence_of_0_or_1_is_refused_naming_it(confidence: float) -> None:
+    for call in (lambda: welch_test([1.0, 2.0], [3.0, 4.0], confidence),
+                 lambda: summarize([1.0, 2.0], confidence), lambda: band([[1.0]], confidence)):
+        with pytest.raises(ValueError, match=rf"confidence must be in \(0, 1\), got {confidence}"):
+            call()
+
+
+def test_an_empty_sample_summarizes_to_nans() -> None:
+    s = summarize([])
+    assert s.n == 0 and all(math.isnan(x) for x in (s.mean, s.std, s.ci_low, s.ci_high))
+
+
+def test_too_small_samples_give_the_difference_and_their_sizes_without_warnings() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" from an empty side
+        empty = welch_test([], [1.0, 2.0])
+        one = welch_test([1.0], [2.0, 3.0])
+    assert math.isnan(empty.mean_diff) and (empty.n_a, empty.n_b) == (0, 2)
+    assert one.mean_diff == -1.5 and (one.n_a, one.n_b) == (1, 2) and math.isnan(one.p_value)
+
+
+def test_two_against_two_is_enough_for_welch() -> None:
+    from scipy import stats
+
+    d = welch_test([1.0, 2.0], [3.0, 5.0])
+    expected = stats.ttest_ind([1.0, 2.0], [3.0, 5.0], equal_var=False).pvalue
+    assert d.p_value == pytest.approx(expected)
+    assert d.df == pytest.approx(1.25**2 / (0.25**2 + 1.0**2))  # (sa+sb)²/(sa²+sb²), n-1 = 1
+
+
+def test_one_constant_side_leaves_the_other_sides_variance_to_carry_the_test() -> None:
+    d = welch_test([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])  # sb = 1/3, sa = 0
+    assert d.df == pytest.approx(2.0)  # all of it from b: (nb - 1)
+    assert d.t == pytest.approx(0.0 / math.sqrt(1 / 3))
+    d = welch_test([1.0, 2.0, 3.0], [5.0, 5.0, 5.0])
+    assert d.t == pytest.approx(-3.0 / math.sqrt(1 / 3)) and d.df == pytest.approx(2.0)
+
+
+def test_holm_accepts_a_p_of_1_and_caps_at_1() -> None:
+    assert holm([1.0, 0.01]) == pytest.approx([1.0, 0.02])
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def test_band_of_single_epoch_curves_and_of_a_ragged_epoch() -> None:
+    mean, low, high = band([[5.0], [7.0]])
+    assert mean.tolist() == [6.0] and low[0] < 6.0 < high[0]
+    mean, low, high = band([[1.0, 2.0], [3.0, 4.0], [5.0]])
+    assert mean.tolist() == [3.0, 3.0]
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 1) * math.sqrt(2.0) / math.sqrt(2)  # epoch 2: n=2, std √2
+    assert high[1] - mean[1] == pytest.approx(half)
+
+
+def test_band_raises_no_floating_point_error_on_empty_epochs() -> None:
+    with np.errstate(all="raise"):
+        mean, low, high = band([[1.0, math.nan], [2.0, math.inf]])
+    assert mean[0] == 1.5 and math.isnan(mean[1]) and math.isnan(high[1])
