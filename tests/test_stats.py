@@ -262,3 +262,8 @@ def test_band_raises_no_floating_point_error_on_empty_epochs() -> None:
     with np.errstate(all="raise"):
         mean, low, high = band([[1.0, math.nan], [2.0, math.inf]])
     assert mean[0] == 1.5 and math.isnan(mean[1]) and math.isnan(high[1])
+
+
+def test_two_constant_sides_give_the_difference_and_their_sizes() -> None:
+    d = welch_test([2.0, 2.0], [3.0, 3.0, 3.0])
+    assert d.mean_diff == -1.0 and (d.n_a, d.n_b) == (2, 3) and math.isnan(d.p_value)
