@@ -63,9 +63,19 @@ MODULES: dict[str, Module] = {
     "config": Module(("src/config.py",), (
         "tests/test_config.py",
         "tests/test_grid.py::test_bad_grid_values_name_the_key",
+        # The step-size grid's rules (TuneConfig) and the torch optimizers' option sections.
+        "tests/test_tuned.py::test_bad_grids_name_the_key",
+        "tests/test_tuned.py::test_a_grid_must_tune_known_arms_on_seeds_the_comparison_does_not_use",
+        # In-process tests only: mutmut's mutants do not reach a subprocess.
+        "tests/test_optim_registry.py::test_build_makes_the_named_optimizer_with_the_sections_values",
+        "tests/test_optim_registry.py::test_every_field_a_spec_names_is_a_keyword_of_its_class",
         "tests/test_optim_registry.py::test_groups_select_the_optimizer",
         "tests/test_optim_registry.py::test_a_wrong_name_or_a_foreign_option_fails_at_config_time",
         "tests/test_optim_registry.py::test_compare_arms_pick_an_optimizer_by_name",
+        "tests/test_optim_registry.py::test_each_torch_optimizer_is_built_with_the_configured_values",
+        "tests/test_optim_registry.py::test_the_group_files_and_sections_hold_torchs_defaults",
+        "tests/test_optim_registry.py::test_bad_torch_optimizer_values_name_the_key",
+        "tests/test_optim_registry.py::test_compare_arms_and_labels_take_torch_optimizers",
     )),
     "study_config": Module(("pipelines/study/config.py",), ("tests/test_study_config.py",)),
     # The corrupt-file table of test_arrays.py feeds the parser through its one caller.
