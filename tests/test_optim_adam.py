@@ -522,46 +522,42 @@ def test_half_precision_params_are_stepped_as_torch_steps_them(dtype, flat):
 # --- what torch's defaults, keywords and pickles promise (mutation testing found these open) --
 
 
-def _param() -> list[torch.nn.Parameter]:
-    return [torch.nn.Parameter(torch.ones(3))]
-
-
 @pytest.mark.parametrize(("ours", "theirs"), [(Adam, torch.optim.Adam),
                                               (AdamW, torch.optim.AdamW)])
 def test_defaults_are_torchs_key_for_key(ours, theirs) -> None:
-    mine, torchs = ours(_param()).defaults, theirs(_param()).defaults
+    mine, torchs = ours(h.make_params([(3,)])).defaults, theirs(h.make_params([(3,)])).defaults
     assert {key: mine[key] for key in torchs} == torchs
     assert (mine["eps_mode"], mine["bias_correction"]) == ("paper", True)
 
 
 def test_adamw_passes_every_keyword_on() -> None:
-    group = AdamW(_param(), amsgrad=True, maximize=True, eps_mode="keras").defaults
+    group = AdamW(h.make_params([(3,)]), amsgrad=True, maximize=True, eps_mode="keras").defaults
     assert (group["amsgrad"], group["maximize"], group["eps_mode"]) == (True, True, "keras")
     assert group["decoupled_weight_decay"] is True
 
 
 def test_the_flat_layout_is_the_default_and_compile_is_chosen_by_size() -> None:
-    default, per_tensor = Adam(_param()), Adam(_param(), flat=False)
+    default, per_tensor = Adam(h.make_params([(3,)])), Adam(h.make_params([(3,)]), flat=False)
     group = default.param_groups[0]
     assert default.uses_flat(group) and not per_tensor.uses_flat(group)
     assert default._compile is None  # None: compiled for large buckets only (src.optim.flat)
-    assert Adam(_param(), compile=True)._compile is True
+    assert Adam(h.make_params([(3,)]), compile=True)._compile is True
 
 
 def test_a_tensor_lr_with_foreach_is_refused_as_torch_refuses_it() -> None:
     message = "lr as a Tensor is not supported for capturable=False and foreach=True"
     with pytest.raises(ValueError, match=message):
-        torch.optim.Adam(_param(), lr=torch.tensor(1e-3), foreach=True)
+        torch.optim.Adam(h.make_params([(3,)]), lr=torch.tensor(1e-3), foreach=True)
     with pytest.raises(ValueError, match=message):
-        Adam(_param(), lr=torch.tensor(1e-3), foreach=True)
+        Adam(h.make_params([(3,)]), lr=torch.tensor(1e-3), foreach=True)
 
 
 def test_adamw_loaded_from_an_old_pickle_decays_decoupled() -> None:
-    optimizer = AdamW(_param())
+    optimizer = AdamW(h.make_params([(3,)]))
     state = optimizer.__getstate__()
     for group in state["param_groups"]:
         del group["decoupled_weight_decay"]  # saved before torch had the option
-    fresh = AdamW(_param())
+    fresh = AdamW(h.make_params([(3,)]))
     fresh.__setstate__(state)
     assert [g["decoupled_weight_decay"] for g in fresh.param_groups] == [True]
     assert fresh.defaults["lr"] == 1e-3

@@ -146,26 +146,24 @@ def test_sparse_gradients_are_rejected_with_torchs_message():
 # --- torch's defaults and keywords, the rule's own defaults (mutation testing found these open) -
 
 
-def _param() -> list[torch.nn.Parameter]:
-    return [torch.nn.Parameter(torch.ones(3))]
-
-
 def test_defaults_are_torchs_key_for_key() -> None:
-    mine, torchs = AdaMax(_param()).defaults, torch.optim.Adamax(_param()).defaults
+    params = h.make_params([(3,)])
+    mine, torchs = AdaMax(params).defaults, torch.optim.Adamax(params).defaults
     assert {key: mine[key] for key in torchs} == torchs
     assert (mine["eps_mode"], mine["bias_correction"]) == ("paper", True)
 
 
 def test_the_flat_layout_is_the_default_and_compile_is_passed_on() -> None:
-    default, per_tensor = AdaMax(_param()), AdaMax(_param(), flat=False)
+    default, per_tensor = AdaMax(h.make_params([(3,)])), AdaMax(h.make_params([(3,)]), flat=False)
     group = default.param_groups[0]
     assert default.uses_flat(group) and not per_tensor.uses_flat(group)
-    assert default._compile is None and AdaMax(_param(), compile=True)._compile is True
+    assert default._compile is None and AdaMax(h.make_params([(3,)]), compile=True)._compile is True
 
 
 def test_a_tensor_lr_with_foreach_is_accepted_as_torchs_adamax_accepts_it() -> None:
-    torch.optim.Adamax(_param(), lr=torch.tensor(1e-3), foreach=True)  # Adam's rule is not Adamax's
-    assert AdaMax(_param(), lr=torch.tensor(1e-3), foreach=True).defaults["foreach"] is True
+    params, lr = h.make_params([(3,)]), torch.tensor(1e-3)
+    torch.optim.Adamax(params, lr=lr, foreach=True)  # Adam's rule is not Adamax's
+    assert AdaMax(params, lr=lr, foreach=True).defaults["foreach"] is True
 
 
 def test_the_rule_defaults_to_torchs_eps_no_decay_and_descent() -> None:

@@ -48,6 +48,15 @@ def storage_url(study: StudyConfig) -> str:
     return study.storage or DEFAULT_STORAGE
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive flock on `lock_path` (created if missing) while the block runs; closing
+    the file releases it, as the kernel does if the process dies."""
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class _SQLiteStorage(optuna.storages.RDBStorage):
     """RDBStorage whose trial state changes are serialized across processes by a lock file.
 
@@ -63,12 +72,8 @@ class _SQLiteStorage(optuna.storages.RDBStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
-        with open(self._lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if the process dies
-            try:
-                return super().set_trial_state_values(trial_id, state, values)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with _exclusive(self._lock_path):
+            return super().set_trial_state_values(trial_id, state, values)
 
 
 def _create_storage(url: str, path: Path | None, heartbeat: dict[str, int],
@@ -89,8 +94,7 @@ def _create_storage(url: str, path: Path | None, heartbeat: dict[str, int],
                 if path is None:
                     return optuna.storages.RDBStorage(url, **heartbeat)
                 lock_file = path.with_name(path.name + ".lock")
-                with open(lock_file, "a") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if we die
+                with _exclusive(lock_file):
                     return _SQLiteStorage(url, lock_file,
                                           engine_kwargs={"connect_args": {"timeout": 60}},
                                           **heartbeat)
