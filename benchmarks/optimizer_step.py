@@ -28,16 +28,21 @@ Factory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
 
 PROJECT = "project"
 FRESH = "project, fresh gradients"
+# The project's Adam with torch's fused kernel (fused=True): the like-for-like contender of
+# torch's fused Adam, as the default (the rule) is of torch's default.
+FUSED = "project, fused=True"
 
 ALGORITHMS: dict[str, dict[str, Factory]] = {
     "Adam": {
         PROJECT: lambda p: Adam(p, lr=1e-3),
+        FUSED: lambda p: Adam(p, lr=1e-3, fused=True),
         "torch for-loop": lambda p: torch.optim.Adam(p, lr=1e-3, foreach=False),
         "torch foreach": lambda p: torch.optim.Adam(p, lr=1e-3, foreach=True),
         "torch fused": lambda p: torch.optim.Adam(p, lr=1e-3, fused=True),
     },
     "AMSGrad": {
         PROJECT: lambda p: Adam(p, lr=1e-3, amsgrad=True),
+        FUSED: lambda p: Adam(p, lr=1e-3, amsgrad=True, fused=True),
         "torch for-loop": lambda p: torch.optim.Adam(p, lr=1e-3, amsgrad=True, foreach=False),
         "torch foreach": lambda p: torch.optim.Adam(p, lr=1e-3, amsgrad=True, foreach=True),
         "torch fused": lambda p: torch.optim.Adam(p, lr=1e-3, amsgrad=True, fused=True),

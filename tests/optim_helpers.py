@@ -177,9 +177,9 @@ def per_tensor_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = ElementwiseOptimizer._step_tensors
 
-    def spy(self, group, tensors):
+    def spy(self, tensors, rule, options):
         calls.append(len(tensors))
-        return original(self, group, tensors)
+        return original(tensors, rule, options)
 
     monkeypatch.setattr(ElementwiseOptimizer, "_step_tensors", spy)
     return calls

@@ -449,6 +449,83 @@ def test_state_dict_round_trips_with_torch_for_each_option(direction, option, fl
         assert second.param_groups[0][key] == value
 
 
+# ----------------------------------------------------- fused=True: torch's own kernel
+
+FUSED_OPTIONS = {"default": {}, **OPTIONS, "weight_decay": {"weight_decay": 0.1},
+                 "tensor lr": {"lr": torch.tensor(0.02)}}
+
+
+def _same_bits(ours: list[torch.Tensor], ref: list[torch.Tensor], opt, ref_opt) -> None:
+    for p, q in zip(ours, ref, strict=True):
+        assert torch.equal(p, q)
+    theirs = ref_opt.state_dict()["state"]
+    for i, state in opt.state_dict()["state"].items():
+        assert state.keys() == theirs[i].keys()
+        for key, value in state.items():
+            assert value.dtype == theirs[i][key].dtype, key
+            assert torch.equal(value, theirs[i][key]), key
+
+
+@h.FLAT
+@pytest.mark.parametrize("option", FUSED_OPTIONS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_fused_is_torchs_fused_adam_bit_for_bit(dtype, option, flat):
+    """fused=True runs torch's kernel: params and state equal torch.optim.Adam(fused=True)'s
+    exactly, also while one parameter skips steps (stepped alone then, by the same kernel)."""
+    kwargs = {"lr": 1e-2, "betas": (0.8, 0.99), **FUSED_OPTIONS[option]}
+    ours = h.make_params(h.SHAPES, dtype=dtype)
+    ref = h.clone(ours)
+    opt = Adam(ours, fused=True, flat=flat, **copy.deepcopy(kwargs))
+    ref_opt = torch.optim.Adam(ref, fused=True, **copy.deepcopy(kwargs))
+    grads = [h.grad_sequence(s, 60, seed=i) for i, s in enumerate(h.SHAPES)]
+    for k in range(60):
+        for p, q, g in zip(ours, ref, grads, strict=True):
+            p.grad = torch.as_tensor(g[k]).to(dtype)
+            q.grad = p.grad.clone()
+        if k % 7 == 3:
+            ours[1].grad = ref[1].grad = None
+        opt.step()
+        ref_opt.step()
+    _same_bits(ours, ref, opt, ref_opt)
+
+
+def test_fused_adamw_is_torchs_fused_adamw_bit_for_bit():
+    ours = h.make_params(h.SHAPES, dtype=torch.float32)
+    ref = h.clone(ours)
+    grads = [h.grad_sequence(s, 50, seed=i) for i, s in enumerate(h.SHAPES)]
+    opt, ref_opt = AdamW(ours, lr=1e-2, fused=True), torch.optim.AdamW(ref, lr=1e-2, fused=True)
+    h.run(opt, ours, grads)
+    h.run(ref_opt, ref, grads)
+    _same_bits(ours, ref, opt, ref_opt)
+
+
+def test_fused_is_never_compiled():
+    """compile=True does not reach the kernel: the results stay torch's fused ones exactly."""
+    ours = h.make_params([(300,)], dtype=torch.float32)
+    ref = h.clone(ours)
+    grads = [h.grad_sequence((300,), 20)]
+    opt = Adam(ours, lr=1e-2, fused=True, compile=True)
+    ref_opt = torch.optim.Adam(ref, lr=1e-2, fused=True)
+    h.run(opt, ours, grads)
+    h.run(ref_opt, ref, grads)
+    _same_bits(ours, ref, opt, ref_opt)
+    assert all(b.scratch is None and not b.compiled for b in opt._layout.plans[0].buckets)
+
+
+@pytest.mark.parametrize("kwargs", [{"eps_mode": "keras"}, {"bias_correction": False}],
+                         ids=["keras", "no bias correction"])
+def test_fused_runs_the_rule_where_torch_has_no_kernel_for_the_update(kwargs):
+    """The project's own options have no torch kernel: fused=True steps them by the rule,
+    exactly as fused=None does."""
+    ours = h.make_params(h.SHAPES, dtype=torch.float32)
+    rule = h.clone(ours)
+    grads = [h.grad_sequence(s, 50, seed=i) for i, s in enumerate(h.SHAPES)]
+    h.run(Adam(ours, lr=1e-2, eps=1e-3, fused=True, **kwargs), ours, grads)
+    h.run(Adam(rule, lr=1e-2, eps=1e-3, **kwargs), rule, grads)
+    for p, q in zip(ours, rule, strict=True):
+        assert torch.equal(p, q)
+
+
 # ------------------------------------------------------------ tensor hyperparameters
 
 TENSOR_HYPERPARAMETERS = {

@@ -3,7 +3,10 @@ arXiv:1412.6980), with AMSGrad, maximize and decoupled weight decay (AdamW), wri
 
 :func:`adam` is the loop body of Algorithm 1 for one θ; every path runs it: one tensor at a
 time, once per flat bucket (src.optim.flat), and compiled by ``torch.compile`` for large
-buckets. A variant of the update is an edit of that one function.
+buckets. A variant of the update is an edit of that one function. The one exception is asked
+for by name: ``fused=True`` hands the update to torch's own fused kernel instead
+(src.optim.torch_private.fused_adam), for results identical to ``torch.optim.Adam(fused=True)``
+bit for bit; a variant of :func:`adam` does not reach that path.
 
 With default arguments :class:`Adam` is a drop-in for ``torch.optim.Adam``: the same update,
 options, argument checks and ``state_dict`` layout, so the study can swap the two freely.
@@ -23,6 +26,8 @@ Where ε goes is the one thing the popular implementations disagree on:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,6 +35,8 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from src.optim.base import ElementwiseOptimizer, Options, check_hyperparameters
+from src.optim.flat import Rule
+from src.optim.torch_private import fused_adam
 
 __all__ = ["Adam", "AdamW", "adam", "bias_corrected_step", "moving_average_"]
 
@@ -139,8 +146,11 @@ class Adam(ElementwiseOptimizer):
         maximize: ascend the objective instead of descending it.
         capturable: refused on CPU with torch's error (t is read on the host).
         differentiable: refused (the update runs without autograd).
-        fused: torch's fused kernels: True or None here is the flat path, False the
-            per-tensor one; torch's checks of the combination apply.
+        fused: True: torch's fused Adam kernel steps the flat buffers (and any parameter
+            stepped alone), so the results are ``torch.optim.Adam(fused=True)``'s bit for
+            bit, where torch has the update (``eps_mode="paper"``, ``bias_correction=True``;
+            otherwise the rule). None: the rule on flat buffers. False: the rule per tensor.
+            torch's checks of the combination apply.
         decoupled_weight_decay: decoupled weight decay, as AdamW.
         eps_mode: ``"paper"`` adds ε to √v̂_t (PyTorch); ``"keras"`` adds it to √v_t
             (Keras/TensorFlow). See the module docstring.
@@ -210,6 +220,25 @@ class Adam(ElementwiseOptimizer):
                 values["decay"] = 1.0 - lr * weight_decay
             else:
                 static["weight_decay"] = weight_decay
+        return static, values
+
+
+    def kernel(self, group: dict[str, Any]) -> tuple[Rule, Callable[[float], Options]] | None:
+        """torch's fused Adam kernel, for the updates torch has: the paper's ε placement with
+        bias correction (any other option the kernel takes as torch.optim.Adam does)."""
+        if group["eps_mode"] != "paper" or not group["bias_correction"]:
+            return None
+        return fused_adam, partial(self._kernel_options, group)
+
+    @staticmethod
+    def _kernel_options(group: dict[str, Any], t: float) -> Options:
+        b1, b2 = group["betas"]
+        static = {"maximize": bool(group["maximize"]),
+                  "decoupled": bool(group["decoupled_weight_decay"])}
+        values = {"lr": float(group["lr"]), "beta1": float(b1), "beta2": float(b2),
+                  "eps": float(group["eps"]), "weight_decay": float(group["weight_decay"]),
+                  # t as torch's fused Adam keeps it: a float32 tensor the kernel reads.
+                  "step": torch.tensor(t, dtype=torch.float32)}
         return static, values
 
 

@@ -55,7 +55,7 @@ _SAVED_WITHOUT: dict[str, Any] = {
     "decoupled_weight_decay": False, **IMPLEMENTATION_DEFAULTS,
 }
 
-Options = tuple[dict[str, Any], dict[str, float]]
+Options = tuple[dict[str, Any], dict[str, Any]]
 
 
 def _is_number(x: object) -> bool:
@@ -183,6 +183,13 @@ class ElementwiseOptimizer(Optimizer):
         """Raise ValueError for invalid hyperparameters (torch's type and message)."""
         raise NotImplementedError
 
+    def kernel(self, group: dict[str, Any]) -> tuple[Rule, Callable[[float], Options]] | None:
+        """For ``fused=True``: torch's fused kernel for this group's update, as a rule with its
+        options at step t, so that the results are torch's fused optimizer's bit for bit;
+        None (the default, and where torch has no kernel for the group's options) runs the
+        rule."""
+        return None
+
     # ------------------------------------------------------------------ groups
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -296,10 +303,12 @@ class ElementwiseOptimizer(Optimizer):
             ready, rest = self._layout.prepare(self.state, self.param_groups, index, keys)
         # Every check before any update, so that an error leaves the group as it was.
         tensors = self._init_tensors(group, rest, keys) if rest else []
+        kernel = self.kernel(group) if group.get("fused") else None
+        rule, options = kernel or (type(self).rule, partial(self.options, group))
         if ready:
-            self._layout.run(ready, type(self).rule, partial(self.options, group))
+            self._layout.run(ready, rule, options, kernel=kernel is not None)
         if tensors:
-            self._step_tensors(group, tensors)
+            self._step_tensors(tensors, rule, options)
 
     def _init_tensors(self, group: dict[str, Any], params: list[Tensor],
                       keys: tuple[str, ...]) -> list[tuple[Tensor, ...]]:
@@ -323,17 +332,18 @@ class ElementwiseOptimizer(Optimizer):
             out.append((p, grad, state["step"], *(state[k] for k in keys)))
         return out
 
-    def _step_tensors(self, group: dict[str, Any], tensors: list[tuple[Tensor, ...]]) -> None:
+    @staticmethod
+    def _step_tensors(tensors: list[tuple[Tensor, ...]], rule: Rule,
+                      options: Callable[[float], Options]) -> None:
         """The per-tensor path: the rule once per parameter, with its own t."""
-        rule = type(self).rule
         by_t: dict[float, Options] = {}
         for p, grad, step, *state in tensors:
             step += 1  # t ← t + 1
             t = float(step)
-            options = by_t.get(t)
-            if options is None:
-                options = by_t[t] = self.options(group, t)
-            static, values = options
+            known = by_t.get(t)
+            if known is None:
+                known = by_t[t] = options(t)
+            static, values = known
             if torch.is_complex(p):
                 # As torch does: treat ℂ as ℝ², so g_t² is squared per real component.
                 p, grad, *state = (torch.view_as_real(x) for x in (p, grad, *state))

@@ -195,14 +195,22 @@ class FlatLayout:
         return ready, rest
 
     def run(self, ready: Sequence[Bucket], rule: Rule,
-            options: Callable[[float], tuple[dict[str, Any], dict[str, float]]]) -> None:
+            options: Callable[[float], tuple[dict[str, Any], dict[str, Any]]],
+            kernel: bool = False) -> None:
         """Step each ready bucket: ``options(t)`` gives the rule's (static, values) keywords
         for the bucket's new t; values become 0-d tensors when compiled, so that new values
-        (every step, for a bias-corrected step size) do not recompile."""
+        (every step, for a bias-corrected step size) do not recompile. ``kernel``: the rule
+        is a fused multi-tensor kernel (torch's): it gets the lists of per-parameter views,
+        torch's foreach convention, so it sees each parameter as it would in torch's
+        optimizer (its results can depend on where a tensor ends), and is neither compiled
+        nor given a scratch buffer."""
         for bucket in ready:
             t = bucket.t + 1.0  # t ← t + 1, the same t for every parameter of the bucket
             static, values = options(t)
-            if not (bucket.use_compile and self._run_compiled(bucket, rule, static, values)):
+            if kernel:
+                rule(bucket.param_views, bucket.grad_views, *bucket.state_views, **static,
+                     **values)
+            elif not (bucket.use_compile and self._run_compiled(bucket, rule, static, values)):
                 if bucket.scratch is None:
                     bucket.scratch = torch.empty_like(bucket.param)
                 rule(bucket.param, bucket.grad, *bucket.states, scratch=bucket.scratch,

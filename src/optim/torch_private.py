@@ -1,6 +1,6 @@
 """The one place that leans on torch's private API: step hooks and profiler ranges, torch's
-fused and capturable checks, the dtype torch gives the step counter, the multi-tensor copy and
-zero ops, and tensors' version counters.
+fused and capturable checks and its fused Adam kernel, the dtype torch gives the step counter,
+the multi-tensor copy and zero ops, and tensors' version counters.
 
 Everything here mirrors what ``torch.optim.Optimizer`` and ``torch.optim.Adam`` do, so the
 project's optimizers behave the same; if a torch upgrade moves one of these names, this file
@@ -28,7 +28,7 @@ from torch.optim.optimizer import (
 )
 
 __all__ = [
-    "check_capturable", "check_fused", "copy_all_", "hooked_step", "profiler_enabled",
+    "check_capturable", "check_fused", "copy_all_", "fused_adam", "hooked_step", "profiler_enabled",
     "set_grad_enabled", "step_dtype", "version", "zero_all_", "zero_grad_range",
 ]
 
@@ -56,6 +56,33 @@ def step_dtype() -> torch.dtype:
 def check_fused(p: Tensor) -> None:
     """Raise torch's RuntimeError where ``fused=True`` cannot take ``p`` (e.g. complex)."""
     _device_dtype_check_for_fused(p)
+
+
+def _listed(x: Tensor | list[Tensor]) -> list[Tensor]:
+    return x if isinstance(x, list) else [x]
+
+
+def fused_adam(theta: Tensor | list[Tensor], grad: Tensor | list[Tensor],
+               exp_avg: Tensor | list[Tensor], exp_avg_sq: Tensor | list[Tensor],
+               max_exp_avg_sq: Tensor | list[Tensor] | None = None, *, lr: float, beta1: float,
+               beta2: float, eps: float, weight_decay: float, decoupled: bool, maximize: bool,
+               step: Tensor, scratch: Tensor | None = None) -> None:
+    """One Adam step by the kernel of ``torch.optim.Adam(fused=True)`` (AdamW's with
+    ``decoupled``), called as the update rule is: for one θ, or for lists of tensors (each
+    parameter's views) at the same t; ``step`` is t, already advanced.
+
+    The kernel takes t and the hyperparameters as torch's Adam hands them, so every tensor
+    comes out as torch's fused Adam leaves it, bit for bit. It must see the parameters one by
+    one, never one flat buffer: it steps the last few elements of each tensor with scalar
+    code, which rounds weight decay and the step differently from its vector body.
+    ``scratch`` is unused (the kernel needs none).
+    """
+    thetas = _listed(theta)
+    kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+    kernel(thetas, _listed(grad), _listed(exp_avg), _listed(exp_avg_sq),
+           [] if max_exp_avg_sq is None else _listed(max_exp_avg_sq), [step] * len(thetas),
+           lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
+           amsgrad=max_exp_avg_sq is not None, maximize=maximize)
 
 
 def check_capturable(p: Tensor, foreach: bool) -> None:
