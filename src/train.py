@@ -10,6 +10,7 @@ The config is composed and validated before torch, Lightning or MLflow is import
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 STARTED = time.perf_counter()  # before the heavy imports: start-up is measured from here
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from src import config as schema  # noqa: E402
 from src.cli import hydra_entry, user_errors  # noqa: E402
+from src.data.sources import DATASETS, find_files  # noqa: E402
 from src.errors import DivergedError  # noqa: E402
 
 schema.register()
@@ -27,6 +29,8 @@ schema.register()
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
         config = schema.to_config(cfg)
+        # Missing data files are refused (or fetched) before torch, Lightning and MLflow load.
+        find_files(DATASETS[config.data.name], Path(config.data.root), config.data.download)
         if config.pipeline:
             # Multi-run experiments live in pipelines/; reached by name, never imported here.
             return hydra.utils.get_method(config.pipeline)(cfg)

@@ -38,6 +38,9 @@ def _probe(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     (("seed=-1",), 2, "error: seed=-1: a seed must be an integer in [0, 2**32)"),
     (("+experiment=compare", "compare.seeds=[-1,0]"), 2, "error: compare.seeds[0]=-1"),
     (("trainer.accelerator=gpus",), 2, "error: trainer.accelerator='gpus'"),
+    # Missing data, the commonest first-run mistake, is a refusal like a bad value.
+    (("data.root=/nowhere", "data.download=false"), 2,
+     "error: no MNIST files in /nowhere (no such directory): put train-images-idx3-ubyte.gz"),
 ])
 def test_refusals_and_help_import_nothing_heavy(args: tuple[str, ...], code: int, says: str,
                                                 store: Path) -> None:

@@ -23,6 +23,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "src.data.idx": ("MAGIC_IMAGES", "MAGIC_LABELS", "file_md5", "read_idx", "read_idx_and_md5",
                      "write_idx"),
     "src.data.sources": ("DATASETS", "FASHION_MNIST", "MNIST", "ROLES", "DatasetSpec",
-                         "default_root", "download", "locate_files"),
+                         "default_root", "download", "find_files", "locate_files"),
     "src.errors": ("DataError",),
 }, globals())

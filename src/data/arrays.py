@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from src.data.idx import MAGIC_IMAGES, MAGIC_LABELS, DataError, read_idx_and_md5
-from src.data.sources import DatasetSpec, locate_files
-from src.data.sources import download as fetch_missing
+from src.data.sources import DatasetSpec, find_files
 from src.notices import first_time
 
 log = logging.getLogger(__name__)
@@ -39,19 +38,7 @@ class MnistArrays:
 def load_arrays(spec: DatasetSpec, root: Path, download: bool = True) -> MnistArrays:
     """Load and check the four arrays of ``spec`` from ``root``, downloading missing files."""
     root = Path(root).expanduser().absolute()
-    files = locate_files(spec, root)
-    if len(files) < len(spec.files):
-        if download:
-            fetch_missing(spec, root)
-            files = locate_files(spec, root)
-        else:
-            missing = [n for r, n in spec.files.items() if r not in files]
-            where = "no such directory" if not root.is_dir() else f"missing {', '.join(missing)}"
-            raise DataError(
-                f"no {spec.name} files in {root} ({where}): put "
-                f"{', '.join(spec.files.values())} there or set data.download=true"
-            )
-
+    files = find_files(spec, root, download)
     arrays: dict[str, np.ndarray] = {}
     md5: dict[str, str] = {}
     for role, path in files.items():

@@ -117,6 +117,27 @@ def locate_files(spec: DatasetSpec, root: Path) -> dict[str, Path]:
     return found
 
 
+def find_files(spec: DatasetSpec, root: Path, allow_download: bool = True) -> dict[str, Path]:
+    """The four files of ``spec`` in ``root`` by role, downloading missing ones if allowed;
+    DataError naming the folder and what to put there otherwise. Cheap (no numpy), so the
+    entry point calls it before its heavy imports: a missing folder, the commonest first-run
+    mistake, is answered at once."""
+    root = Path(root).expanduser().absolute()
+    files = locate_files(spec, root)
+    if len(files) < len(spec.files):
+        if allow_download:
+            download(spec, root)
+            files = locate_files(spec, root)
+        else:
+            missing = [n for r, n in spec.files.items() if r not in files]
+            where = "no such directory" if not root.is_dir() else f"missing {', '.join(missing)}"
+            raise DataError(
+                f"no {spec.name} files in {root} ({where}): put "
+                f"{', '.join(spec.files.values())} there or set data.download=true"
+            )
+    return files
+
+
 def default_root(name: str) -> str:
     """Where dataset `name` is read from when `data.root` is null: the first of its
     `system_roots`, then of its `local_roots` (as an absolute path), that holds all four files,

@@ -10,7 +10,8 @@ is *re-pointed* (``p.data``) to a view of the flat θ buffer, and ``state[p][key
 of the flat state buffers (``state[p]["step"]`` a 0-d view of one small buffer), so
 ``state_dict()`` still has per-parameter tensors of torch's shapes and dtypes. A step is then
 the rule called once per bucket on whole buffers; buckets of >= 2**20 elements run it through
-``torch.compile``, which fuses it into one pass.
+``torch.compile``, which fuses it into one pass. A torch multi-tensor kernel asked for instead
+(Adam's ``fused=True``) gets the bucket's per-parameter views, in one call.
 
 Gradients stay the user's. ``p.grad`` is never re-pointed, written into or replaced: at a step,
 each parameter's gradient is copied into the bucket's own gradient buffer (one pass), unless it
