@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> None:
                   "(a fixed-gradient benchmark); \"fresh gradients\" gives new tensors every "
                   "step, as `backward()` after `zero_grad()` does: the project's flat buffers "
                   "then copy them in (one pass), torch reads them in place, so the gap "
-                  "between the project's two rows is that copy. First call includes any "
-                  "compilation.", ""]
+                  "between the project's two rows is that copy. \"project, fused=True\" is "
+                  "the project's Adam asking for torch's fused kernel, as torch's fastest "
+                  "row does (the same bits as torch's fused Adam); the project's default "
+                  "runs its own rule, against torch's default (foreach) and fastest alike. "
+                  "First call includes any compilation.", ""]
         lines += _table(rows, {"model": "params", "threads": "threads",
                                "algorithm": "algorithm", "implementation": "implementation",
                                "median_us": "median µs", "first_call_ms": "first call ms",
