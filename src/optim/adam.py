@@ -237,8 +237,10 @@ class Adam(ElementwiseOptimizer):
                   "decoupled": bool(group["decoupled_weight_decay"])}
         values = {"lr": float(group["lr"]), "beta1": float(b1), "beta2": float(b2),
                   "eps": float(group["eps"]), "weight_decay": float(group["weight_decay"]),
-                  # t as torch's fused Adam keeps it: a float32 tensor the kernel reads.
-                  "step": torch.tensor(t, dtype=torch.float32)}
+                  # The kernel reads t as a number from a tensor. (torch's fused Adam keeps t
+                  # in float32 always, this project in the default dtype: under a float64
+                  # default the two differ only past 2**24 steps, where float32 rounds t.)
+                  "step": torch.tensor(t)}
         return static, values
 
 
