@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 
 from src import config as schema
 from src.config import (
+    AdadeltaOptions,
+    AdagradOptions,
     ArmConfig,
     CompareConfig,
     Config,
@@ -24,7 +26,10 @@ from src.config import (
     InternalsConfig,
     ModelConfig,
     OptimizerConfig,
+    RMSpropOptions,
+    SGDOptions,
     TrainerConfig,
+    TuneConfig,
     arm_optimizer,
     finite,
     to_config,
@@ -175,6 +180,10 @@ def test_accelerator_names_are_lightnings() -> None:
 
 TWO_ARMS = {"arms": [ArmConfig("a"), ArmConfig("b")]}
 ADAMAX_TAKES = "lr, betas, eps, weight_decay, eps_mode, bias_correction"
+ADAM_TAKES = "lr, betas, eps, weight_decay, amsgrad, eps_mode, bias_correction"
+NESTEROV = ("optimizer.sgd.nesterov=true needs optimizer.sgd.momentum > 0 and "
+            "optimizer.sgd.dampening=0 (have {}): torch.optim.SGD refuses it otherwise")
+ONE_LR = {"lr": {"a": [0.1]}}
 
 REFUSED: dict[str, tuple[type, dict[str, Any], str]] = {
     # case: (section, its arguments, the message)
@@ -219,6 +228,58 @@ REFUSED: dict[str, tuple[type, dict[str, Any], str]] = {
     "optimizer.amsgrad for adamax": (OptimizerConfig, {"name": "adamax", "amsgrad": True},
                                      "optimizer.amsgrad=True: adamax has no option 'amsgrad' "
                                      f"(it takes {ADAMAX_TAKES})"),
+    "optimizer.sgd.momentum for adam": (OptimizerConfig, {"sgd": SGDOptions(momentum=0.9)},
+                                        "optimizer.sgd.momentum=0.9: adam has no option "
+                                        f"'sgd.momentum' (it takes {ADAM_TAKES})"),
+    "optimizer.eps for sgd": (OptimizerConfig, {"name": "sgd", "eps": 1e-8},
+                              "optimizer.eps=1e-08: sgd has no option 'eps' "
+                              "(it takes lr, weight_decay, sgd)"),
+    "optimizer.schedule": (OptimizerConfig, {"schedule": "cosine"},
+                           "optimizer.schedule='cosine': expected one of constant, inv_sqrt"),
+    "optimizer.sgd.momentum<0": (SGDOptions, {"momentum": -0.1},
+                                 "optimizer.sgd.momentum=-0.1: must be >= 0"),
+    "optimizer.sgd.momentum=inf": (SGDOptions, {"momentum": math.inf},
+                                   "optimizer.sgd.momentum=inf: must be >= 0"),
+    "optimizer.sgd.dampening<0": (SGDOptions, {"dampening": -0.5},
+                                  "optimizer.sgd.dampening=-0.5: must be >= 0"),
+    "optimizer.sgd.dampening=inf": (SGDOptions, {"dampening": math.inf},
+                                    "optimizer.sgd.dampening=inf: must be >= 0"),
+    "optimizer.sgd.nesterov without momentum": (SGDOptions, {"nesterov": True},
+                                                NESTEROV.format("0 and 0")),
+    "optimizer.sgd.nesterov with dampening": (
+        SGDOptions, {"nesterov": True, "momentum": 0.9, "dampening": 0.1},
+        NESTEROV.format("0.9 and 0.1")),
+    "optimizer.rmsprop.alpha=1": (RMSpropOptions, {"alpha": 1.0},
+                                  "optimizer.rmsprop.alpha=1.0: must be in [0, 1)"),
+    "optimizer.rmsprop.alpha<0": (RMSpropOptions, {"alpha": -0.1},
+                                  "optimizer.rmsprop.alpha=-0.1: must be in [0, 1)"),
+    "optimizer.rmsprop.alpha=nan": (RMSpropOptions, {"alpha": math.nan},
+                                    "optimizer.rmsprop.alpha=nan: must be in [0, 1)"),
+    "optimizer.rmsprop.eps<0": (RMSpropOptions, {"eps": -1.0},
+                                "optimizer.rmsprop.eps=-1.0: must be >= 0"),
+    "optimizer.rmsprop.eps=inf": (RMSpropOptions, {"eps": math.inf},
+                                  "optimizer.rmsprop.eps=inf: must be >= 0"),
+    "optimizer.rmsprop.momentum<0": (RMSpropOptions, {"momentum": -0.5},
+                                     "optimizer.rmsprop.momentum=-0.5: must be >= 0"),
+    "optimizer.rmsprop.momentum=inf": (RMSpropOptions, {"momentum": math.inf},
+                                       "optimizer.rmsprop.momentum=inf: must be >= 0"),
+    "optimizer.adagrad.lr_decay<0": (AdagradOptions, {"lr_decay": -1.0},
+                                     "optimizer.adagrad.lr_decay=-1.0: must be >= 0"),
+    "optimizer.adagrad.initial_accumulator_value=inf": (
+        AdagradOptions, {"initial_accumulator_value": math.inf},
+        "optimizer.adagrad.initial_accumulator_value=inf: must be >= 0"),
+    "optimizer.adagrad.eps<0": (AdagradOptions, {"eps": -1e-10},
+                                "optimizer.adagrad.eps=-1e-10: must be >= 0"),
+    "optimizer.adadelta.rho>1": (AdadeltaOptions, {"rho": 1.5},
+                                 "optimizer.adadelta.rho=1.5: must be in [0, 1]"),
+    "optimizer.adadelta.rho<0": (AdadeltaOptions, {"rho": -0.1},
+                                 "optimizer.adadelta.rho=-0.1: must be in [0, 1]"),
+    "optimizer.adadelta.rho=inf": (AdadeltaOptions, {"rho": math.inf},
+                                   "optimizer.adadelta.rho=inf: must be in [0, 1]"),
+    "optimizer.adadelta.eps<0": (AdadeltaOptions, {"eps": -1e-6},
+                                 "optimizer.adadelta.eps=-1e-06: must be >= 0"),
+    "optimizer.adadelta.eps=inf": (AdadeltaOptions, {"eps": math.inf},
+                                   "optimizer.adadelta.eps=inf: must be >= 0"),
     "trainer.max_epochs": (TrainerConfig, {"max_epochs": 0},
                            "trainer.max_epochs=0: must be >= 1"),
     "trainer.steps_per_call": (TrainerConfig, {"steps_per_call": 0},
@@ -259,6 +320,22 @@ REFUSED: dict[str, tuple[type, dict[str, Any], str]] = {
     "grid.lr[1]<0": (GridConfig, {"lr": [1e-3, -1.0]}, "grid.lr[1]=-1.0: must be a number > 0"),
     "grid.lr[0]=inf": (GridConfig, {"lr": [math.inf]}, "grid.lr[0]=inf: must be a number > 0"),
     "grid.workers": (GridConfig, {"workers": 0}, "grid.workers=0: must be >= 1"),
+    "tune.lr empty": (TuneConfig, {"lr": {}},
+                      "tune.lr is empty: give step sizes for at least one arm"),
+    "tune.lr.a empty": (TuneConfig, {"lr": {"a": []}},
+                        "tune.lr.a is empty: give at least one step size"),
+    "tune.lr.a repeat": (TuneConfig, {"lr": {"a": [0.1, 0.1]}},
+                         "tune.lr.a=[0.1, 0.1]: values repeat"),
+    "tune.lr.b[1]=0": (TuneConfig, {"lr": {"a": [0.1], "b": [0.1, 0.0]}},
+                       "tune.lr.b[1]=0.0: must be a number > 0"),
+    "tune.lr.a[0]=inf": (TuneConfig, {"lr": {"a": [math.inf]}},
+                         "tune.lr.a[0]=inf: must be a number > 0"),
+    "tune.seeds empty": (TuneConfig, ONE_LR | {"seeds": []},
+                         "tune.seeds is empty: give at least one seed"),
+    "tune.seeds repeat": (TuneConfig, ONE_LR | {"seeds": [2, 2]},
+                          "tune.seeds=[2, 2]: seeds repeat"),
+    "tune.metric": (TuneConfig, ONE_LR | {"metric": "test/acc"},
+                    "tune.metric='test/acc': expected 'val/loss' or 'val/acc' (validation)"),
 }
 
 
@@ -280,6 +357,17 @@ def test_every_rule_refuses_with_its_whole_message(case: str) -> None:
     (OptimizerConfig, {"lr": 1e-12, "betas": [0.999999, 0.5], "eps": 1e-30}),
     (OptimizerConfig, {"name": "adamw", "amsgrad": True, "weight_decay": 0.01}),
     (OptimizerConfig, {"name": "adamax", "bias_correction": False, "eps_mode": "paper"}),
+    (OptimizerConfig, {"schedule": "inv_sqrt"}),
+    (OptimizerConfig, {"name": "sgd", "lr": 0.1, "weight_decay": 0.1, "schedule": "inv_sqrt",
+                       "sgd": SGDOptions(momentum=0.9, nesterov=True)}),
+    (OptimizerConfig, {"name": "adadelta", "adadelta": AdadeltaOptions(rho=0.5)}),
+    (SGDOptions, {"momentum": 0.0, "dampening": 0.0, "nesterov": False}),
+    (SGDOptions, {"momentum": 1e-9, "dampening": 0.0, "nesterov": True}),
+    (RMSpropOptions, {"alpha": 0.0, "eps": 0.0, "momentum": 0.0, "centered": True}),
+    (RMSpropOptions, {"alpha": 0.999999}),
+    (AdagradOptions, {"lr_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 0.0}),
+    (AdadeltaOptions, {"rho": 0.0, "eps": 0.0}),
+    (AdadeltaOptions, {"rho": 1.0}),
     (TrainerConfig, {"max_epochs": 1, "steps_per_call": 1, "num_threads": 1}),
     (InternalsConfig, {"every_n_epochs": 1, "max_elements": 1}),
     (InternalsConfig, {"max_elements": 2**24}),
@@ -287,6 +375,7 @@ def test_every_rule_refuses_with_its_whole_message(case: str) -> None:
     (CompareConfig, TWO_ARMS | {"contrast": ["b", "a"]}),
     (GridConfig, {"beta1": [0.0], "beta2": [0.999], "lr": [1e-9], "seeds": [0],
                   "bias_correction": [True, False], "workers": 1}),
+    (TuneConfig, {"lr": {"a": [1e-3, 1e-2], "b": [1.0]}, "seeds": [7, 8], "metric": "val/acc"}),
 ], ids=lambda value: value.__name__ if isinstance(value, type) else None)
 def test_the_boundaries_of_every_rule_are_accepted(section: type,
                                                    arguments: dict[str, Any]) -> None:
@@ -347,3 +436,30 @@ def test_an_optimizer_without_betas_refuses_them_against_their_default(
         OptimizerConfig(name="sgd", betas=[0.5, 0.5])
     assert str(refused.value) == (
         "optimizer.betas=[0.5, 0.5]: sgd has no option 'betas' (it takes lr)")
+
+
+def test_a_tune_section_defaults_to_seed_0_and_the_validation_loss() -> None:
+    tune = TuneConfig(lr={"a": [0.1]})
+    assert (tune.seeds, tune.metric) == ([0], "val/loss")
+
+
+def test_to_config_refuses_a_tune_section_its_comparison_cannot_take() -> None:
+    compare = CompareConfig(arms=[ArmConfig("a"), ArmConfig("b")], seeds=[1, 2])
+
+    def checked(config: Config) -> Config:
+        return to_config(OmegaConf.structured(config))
+
+    refused = [
+        (Config(tune=TuneConfig(lr={"a": [1e-3]})),
+         "tune: needs a compare: section whose arms it tunes"),
+        (Config(compare=compare, tune=TuneConfig(lr={"d": [1e-3], "a": [1e-3], "c": [1e-3]})),
+         "tune.lr: ['c', 'd'] are not compare arms (['a', 'b'])"),
+        (Config(compare=compare, tune=TuneConfig(lr={"a": [1e-3]}, seeds=[0, 2, 1])),
+         "tune.seeds=[0, 2, 1]: [1, 2] also in compare.seeds=[1, 2]; choose α on other seeds"),
+    ]
+    for config, message in refused:
+        with pytest.raises(ConfigError) as raised:
+            checked(config)
+        assert str(raised.value) == message
+    tune = checked(Config(compare=compare, tune=TuneConfig(lr={"b": [1e-3]}, seeds=[0, 3]))).tune
+    assert tune is not None and (tune.lr, tune.seeds) == ({"b": [1e-3]}, [0, 3])

@@ -184,3 +184,15 @@ def test_compare_arms_and_labels_take_torch_optimizers() -> None:
     with pytest.raises(ConfigError, match="compare arm 'bad'.*nesterov=true needs"):
         arm_optimizer(base, ArmConfig(name="bad", optimizer={"name": "sgd",
                                                              "sgd": {"nesterov": True}}))
+
+
+def test_a_spec_gives_its_fields_and_its_section_as_keyword_arguments() -> None:
+    adam = OPTIMIZERS["adam"].kwargs(OptimizerConfig(betas=[0.8, 0.9], lr=0.01))
+    assert adam == {"lr": 0.01, "betas": (0.8, 0.9), "eps": 1e-7, "weight_decay": 0.0,
+                    "amsgrad": False, "eps_mode": "keras", "bias_correction": True}
+    sgd = OPTIMIZERS["sgd"].kwargs(OptimizerConfig(name="sgd", lr=0.1, weight_decay=0.5))
+    assert sgd == {"lr": 0.1, "weight_decay": 0.5, "momentum": 0.0, "dampening": 0.0,
+                   "nesterov": False}
+    assert OPTIMIZERS["adadelta"].cls is torch.optim.Adadelta and OPTIMIZERS["adam"].cls is Adam
+    assert OPTIMIZERS["sgd"].section == "sgd" and OPTIMIZERS["adam"].section is None
+

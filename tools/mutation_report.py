@@ -54,9 +54,22 @@ class Module:
 MODULES: dict[str, Module] = {
     "optim.adam": Module(("src/optim/adam.py",), ("tests/test_optim_adam.py",)),
     "optim.adamax": Module(("src/optim/adamax.py",), ("tests/test_optim_adamax.py",)),
-    "optim.base": Module(("src/optim/base.py",), ("tests/test_optim_base.py",)),
+    "optim.base": Module(("src/optim/base.py",), (
+        "tests/test_optim_base.py",
+        # zero_grad's profiler range and the step counter's dtype, seen through base.py.
+        "tests/test_optim_torch_private.py",
+        # The per-tensor path's complex parameters and sparse gradients, with the rule's tests.
+        "tests/test_optim_adam.py::test_parity_with_torch_float32_and_complex",
+        "tests/test_optim_adam.py::test_sparse_gradients_are_rejected",
+        "tests/test_optim_adamax.py::test_sparse_gradients_are_rejected_with_torchs_message",
+        "tests/test_optim_adam.py::test_loading_fused_torch_state_moves_step_to_cpu_float32",
+    )),
     "optim.flat": Module(("src/optim/flat.py",), ("tests/test_optim_flat.py",)),
-    "optim.registry": Module(("src/optim/registry.py",), ("tests/test_optim_registry.py",)),
+    "optim.registry": Module(("src/optim/registry.py",), (
+        "tests/test_optim_registry.py",
+        # build() attaches the schedule: the schedule's test builds through it.
+        "tests/test_optim_schedule.py::test_inv_sqrt_gives_alpha_over_sqrt_t_at_known_steps",
+    )),
     "optim.torch_private": Module(("src/optim/torch_private.py",),
                                   ("tests/test_optim_torch_private.py",)),
     "stats": Module(("pipelines/report/stats.py",), ("tests/test_stats.py",)),
