@@ -166,6 +166,32 @@ def test_foreach_and_fused_choose_the_path_not_the_result(kwargs, flat_path, per
     assert opt.param_groups[0].keys() >= ref_opt.param_groups[0].keys()
 
 
+class _HalvedAdam(Adam):
+    """A variant of the rule, as a researcher writes one: Adam at half the step size."""
+
+    @staticmethod
+    def rule(*args, step_size, **kwargs):
+        from src.optim.adam import adam
+
+        adam(*args, step_size=step_size / 2, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"flat": False}, {"foreach": True}, {"fused": False}],
+                         ids=["flat", "per_tensor", "foreach", "fused=False"])
+def test_a_variant_of_the_rule_reaches_every_path_but_torchs_kernel(kwargs):
+    """Every path runs the class's rule; only fused=True asks for torch's kernel instead."""
+    variant, halved = h.make_params(h.SHAPES), h.make_params(h.SHAPES)
+    kernel, fused = h.make_params(h.SHAPES), h.make_params(h.SHAPES)
+    grads = [h.grad_sequence(s, 30, seed=i) for i, s in enumerate(h.SHAPES)]
+    h.run(_HalvedAdam(variant, lr=2e-2, **kwargs), variant, grads)
+    h.run(Adam(halved, lr=1e-2, **kwargs), halved, grads)
+    h.assert_close(variant, halved, rtol=1e-12)
+    h.run(_HalvedAdam(kernel, lr=2e-2, fused=True), kernel, grads)
+    h.run(torch.optim.Adam(fused, lr=2e-2, fused=True), fused, grads)
+    for p, q in zip(kernel, fused, strict=True):
+        assert torch.equal(p, q)
+
+
 def _torch_and_ours_raise(kwargs: dict, error: type[Exception], on_step: bool,
                           params: Callable[[], list[torch.Tensor]] | None = None) -> None:
     for cls in (torch.optim.Adam, Adam):

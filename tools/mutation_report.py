@@ -49,6 +49,15 @@ class Module:
     tests: tuple[str, ...]
 
 
+# fused=True (Adam's call of torch's kernel, through base.py, flat.py and torch_private.py):
+# its tests live with Adam's.
+FUSED_TESTS = (
+    "tests/test_optim_adam.py::test_fused_is_torchs_fused_adam_bit_for_bit",
+    "tests/test_optim_adam.py::test_fused_adamw_is_torchs_fused_adamw_bit_for_bit",
+    "tests/test_optim_adam.py::test_fused_is_never_compiled",
+    "tests/test_optim_adam.py::test_fused_runs_the_rule_where_torch_has_no_kernel_for_the_update",
+)
+
 # Tests are files or single tests (file::name): a rule's tests that live with another module
 # (the grid's bad values in test_grid.py) are named rather than copied.
 MODULES: dict[str, Module] = {
@@ -63,15 +72,16 @@ MODULES: dict[str, Module] = {
         "tests/test_optim_adam.py::test_sparse_gradients_are_rejected",
         "tests/test_optim_adamax.py::test_sparse_gradients_are_rejected_with_torchs_message",
         "tests/test_optim_adam.py::test_loading_fused_torch_state_moves_step_to_cpu_float32",
+        *FUSED_TESTS,
     )),
-    "optim.flat": Module(("src/optim/flat.py",), ("tests/test_optim_flat.py",)),
+    "optim.flat": Module(("src/optim/flat.py",), ("tests/test_optim_flat.py", *FUSED_TESTS)),
     "optim.registry": Module(("src/optim/registry.py",), (
         "tests/test_optim_registry.py",
         # build() attaches the schedule: the schedule's test builds through it.
         "tests/test_optim_schedule.py::test_inv_sqrt_gives_alpha_over_sqrt_t_at_known_steps",
     )),
     "optim.torch_private": Module(("src/optim/torch_private.py",),
-                                  ("tests/test_optim_torch_private.py",)),
+                                  ("tests/test_optim_torch_private.py", *FUSED_TESTS)),
     "stats": Module(("pipelines/report/stats.py",), ("tests/test_stats.py",)),
     "config": Module(("src/config.py",), (
         "tests/test_config.py",
