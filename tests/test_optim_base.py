@@ -427,14 +427,15 @@ def test_a_group_saved_without_our_options_loads_with_what_it_meant_there():
     assert (opt._flat, opt._compile) == (True, None)  # the instance's own, not the checkpoint's
 
 
-def test_the_step_counter_is_float32_under_a_16_bit_default_dtype_as_in_torch():
+@h.FLAT
+def test_the_step_counter_is_float32_under_a_16_bit_default_dtype_as_in_torch(flat):
     """torch keeps t in float32 unless the default dtype is float64; a plain
     torch.tensor(0.0) would follow a float16 default."""
     previous = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.float16)
         dtypes = []
-        for cls, kwargs in ((torch.optim.Adam, {"foreach": False}), (Adam, {"flat": False})):
+        for cls, kwargs in ((torch.optim.Adam, {"foreach": False}), (Adam, {"flat": flat})):
             (p,) = h.make_params([(3,)])
             p.grad = torch.ones_like(p)
             opt = cls([p], **kwargs)

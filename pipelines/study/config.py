@@ -36,6 +36,7 @@ from src.config import (
     arm_optimizer,
     finite,
     require,
+    require_seeds,
     to_config,
 )
 
@@ -201,6 +202,7 @@ class ConfirmConfig:
                      "least two seeds (a Welch test needs two per side)")
             require(len(set(self.seeds)) == len(self.seeds),
                      f"study.confirm.seeds={list(self.seeds)}: seeds repeat")
+            require_seeds("study.confirm.seeds", self.seeds)  # they train, as `seed` does
         for name in ("lr", "beta1", "beta2", "eps"):
             value = getattr(self.baseline, name)
             require(value is None or finite(value),
@@ -291,6 +293,7 @@ class StudyRunConfig(Config):
     study: StudyConfig = field(default_factory=StudyConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the training config's own rules (its seed's range)
         c = self.study.confirm
         if c.enabled:
             seeds = c.resolved_seeds(self.seed)
