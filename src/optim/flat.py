@@ -196,8 +196,8 @@ class FlatLayout:
         return ready, rest
 
     def run(self, ready: Sequence[Bucket], rule: Rule,
-            options: Callable[[float], tuple[dict[str, Any], dict[str, Any]]],
-            kernel: bool = False) -> None:
+            options: Callable[[float], tuple[dict[str, Any], dict[str, Any]]], *,
+            kernel: bool) -> None:
         """Step each ready bucket: ``options(t)`` gives the rule's (static, values) keywords
         for the bucket's new t; values become 0-d tensors when compiled, so that new values
         (every step, for a bias-corrected step size) do not recompile. ``kernel``: the rule
