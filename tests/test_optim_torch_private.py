@@ -8,6 +8,8 @@ the wrapper is made anew, as well as use the imported one."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -70,17 +72,25 @@ def test_step_counter_dtype_follows_torchs_default_dtype_rule():
         torch.set_default_dtype(previous)
 
 
-@WRAPPED
-def test_hooks_registered_globally_run_too(wrapped_now):
-    opt, _ = _optimizer(wrapped_now)
-    calls = []
-    handles = [register_optimizer_step_pre_hook(lambda o, args, kwargs: calls.append("pre")),
-               register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append("post"))]
+@contextmanager
+def _global_hooks(calls: list[str], prefix: str = "") -> Iterator[None]:
+    """Global step pre and post hooks recording `prefix`pre / `prefix`post, removed after."""
+    handles = [
+        register_optimizer_step_pre_hook(lambda o, args, kwargs: calls.append(f"{prefix}pre")),
+        register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append(f"{prefix}post"))]
     try:
-        opt.step()
+        yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+@WRAPPED
+def test_hooks_registered_globally_run_too(wrapped_now):
+    opt, _ = _optimizer(wrapped_now)
+    calls: list[str] = []
+    with _global_hooks(calls):
+        opt.step()
     assert calls == ["pre", "post"]
 
 
@@ -88,14 +98,8 @@ def _hook_order(opt: torch.optim.Optimizer) -> list[str]:
     calls: list[str] = []
     opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
     opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
-    handles = [
-        register_optimizer_step_pre_hook(lambda o, args, kwargs: calls.append("global pre")),
-        register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append("global post"))]
-    try:
+    with _global_hooks(calls, prefix="global "):
         opt.step()
-    finally:
-        for handle in handles:
-            handle.remove()
     return calls
 
 
